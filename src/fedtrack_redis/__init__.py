@@ -1,0 +1,42 @@
+"""fedtrack-redis: one federation policy and one set of per-domain delivery diagnostics
+for a cluster of mail frontend workers, shared through Redis and persisted in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from .check import check_federation_policy
+from .domain import normalize_domain
+from .errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    FedtrackError,
+    FencedOutError,
+    InvalidDomainError,
+    InvalidPolicyError,
+    InvalidTransportError,
+    NotInitializedError,
+    PropagationPendingError,
+)
+from .globals import global_policy
+from .policy.state import ACCEPT, REJECT
+from .policy.store import PolicyStore
+
+__all__ = [
+    "ACCEPT",
+    "REJECT",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "FedtrackError",
+    "FencedOutError",
+    "InvalidDomainError",
+    "InvalidPolicyError",
+    "InvalidTransportError",
+    "NotInitializedError",
+    "PolicyStore",
+    "PropagationPendingError",
+    "check_federation_policy",
+    "global_policy",
+    "normalize_domain",
+]
+
+__version__ = "0.1.0"

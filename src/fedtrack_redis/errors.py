@@ -1,0 +1,63 @@
+"""One exception root for everything fedtrack-redis raises on purpose.
+
+Callers catch `FedtrackError` to handle any failure of the library; the subclasses
+name the kind of failure so the CLI and the HTTP API can map them to exit codes and
+status codes without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class FedtrackError(Exception):
+    """Root of every error raised by fedtrack-redis."""
+
+
+class ConfigurationError(FedtrackError, ValueError):
+    """A setting (environment variable, URL, option) has a value we cannot use."""
+
+
+class InvalidDomainError(FedtrackError, ValueError):
+    """A domain name or address literal that no host could have."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        super().__init__(f"invalid domain {shown}: {reason}")
+
+
+class InvalidTransportError(FedtrackError, ValueError):
+    """A transport name other than HTTP, HTTPS or SMTP."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        super().__init__(f"invalid transport {value!r}: expected HTTP, HTTPS or SMTP")
+
+
+class InvalidPolicyError(FedtrackError, ValueError):
+    """A federation policy other than ACCEPT or REJECT."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        super().__init__(f"invalid policy {value!r}: expected ACCEPT or REJECT")
+
+
+class NotInitializedError(FedtrackError):
+    """A store was used before `init()` (or after `close()`)."""
+
+
+class BackendUnavailableError(FedtrackError):
+    """Redis or the database could not be reached in time."""
+
+
+class PropagationPendingError(BackendUnavailableError):
+    """A policy change is committed to the database but Redis could not be updated.
+
+    The change is durable and already applied in this process; every other process
+    applies it once Redis answers again (each process reconciles Redis with the
+    database every few seconds). Retrying the same call is safe: changes are idempotent.
+    """
+
+
+class FencedOutError(FedtrackError):
+    """A flusher tried to write after a newer leader took over (fencing token too old)."""

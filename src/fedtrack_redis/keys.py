@@ -1,0 +1,152 @@
+"""Every Redis key and pub/sub channel name of fedtrack-redis, built in one place.
+
+The layout is documented for dashboard authors in ``docs/redis-keys.md``; change the
+two together and bump `SCHEMA_VERSION`. Rules of the layout:
+
+* every key one script call touches shares one ``{hash tag}``, so every script runs
+  unchanged on Redis Cluster;
+* per-domain keys are spread over `SHARDS` shards, each with its own tag
+  ``{<namespace>:<shard>}``, so a namespace spreads over every node of a cluster;
+* policy keys live under the tag ``{<namespace>:policy}``, the flusher lock under
+  ``{<namespace>:flusher}``;
+* only normalized domains (``a-z0-9.-:``) and validated namespaces / worker ids
+  (``A-Za-z0-9_.-``) are ever spliced into a name, so no input can forge a tag.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from .errors import ConfigurationError
+
+#: Version of the key layout below. The shard count is part of it: changing `SHARDS`
+#: moves domains between shards and needs a new schema version.
+SCHEMA_VERSION = 1
+#: Number of shards per namespace (fixed by the schema version).
+SHARDS = 16
+PREFIX = "fedtrack"
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_WORKER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return `namespace` unchanged, or raise `ConfigurationError`."""
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ConfigurationError(
+            f"invalid namespace {namespace!r}: use 1-64 characters from A-Z a-z 0-9 _ -"
+        )
+    return namespace
+
+
+def validate_worker_id(worker_id: str) -> str:
+    """Return `worker_id` unchanged, or raise `ConfigurationError`."""
+    if not isinstance(worker_id, str) or not _WORKER_ID.match(worker_id):
+        raise ConfigurationError(
+            f"invalid worker id {worker_id!r}: use 1-128 characters from A-Z a-z 0-9 _ . -"
+        )
+    return worker_id
+
+
+def shard_of(domain: str) -> int:
+    """Stable shard of a normalized domain: CRC-32 of its ASCII bytes modulo `SHARDS`."""
+    return zlib.crc32(domain.encode("ascii")) % SHARDS
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    """Keys of one shard of a namespace; all share the tag ``{<namespace>:<shard:02d>}``."""
+
+    namespace: str
+    shard: int
+
+    @cached_property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}:{self.shard:02d}}}"
+
+    def domain(self, domain: str) -> str:
+        """Hash of one domain's counters (fields named as `ServerStat`'s JSON)."""
+        return f"{self.base}:d:{domain}"
+
+    @cached_property
+    def active(self) -> str:
+        """Sorted set: domain → last activity (unix seconds)."""
+        return f"{self.base}:active"
+
+    @cached_property
+    def changed(self) -> str:
+        """Set: domains changed since the flusher last took them."""
+        return f"{self.base}:changed"
+
+    @cached_property
+    def hydrated(self) -> str:
+        """String: present once the shard holds PostgreSQL's totals (G6)."""
+        return f"{self.base}:hydrated"
+
+    @cached_property
+    def hydrating(self) -> str:
+        """Hash: progress of a chunked hydration of this shard."""
+        return f"{self.base}:hydrating"
+
+    @cached_property
+    def acks(self) -> str:
+        """Hash: worker id → last applied push sequence number (G2)."""
+        return f"{self.base}:acks"
+
+    @cached_property
+    def ack_seen(self) -> str:
+        """Sorted set: worker id → unix seconds of its last applied push (for pruning)."""
+        return f"{self.base}:ackseen"
+
+    @cached_property
+    def leases(self) -> str:
+        """Sorted set: worker id → lease expiry (unix milliseconds) (G8)."""
+        return f"{self.base}:leases"
+
+    def lease(self, worker_id: str) -> str:
+        """Hash: domain → this worker's in-flight message count."""
+        return f"{self.base}:lease:{worker_id}"
+
+
+@dataclass(frozen=True)
+class NamespaceKeys:
+    """Entry point: every key and channel of one namespace."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+
+    @cached_property
+    def shards(self) -> tuple[ShardKeys, ...]:
+        return tuple(ShardKeys(self.namespace, index) for index in range(SHARDS))
+
+    def shard_for(self, domain: str) -> ShardKeys:
+        return self.shards[shard_of(domain)]
+
+    @cached_property
+    def policy_tag(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}:policy}}"
+
+    @cached_property
+    def rules(self) -> str:
+        """Hash: domain → created_at (unix seconds)."""
+        return f"{self.policy_tag}:rules"
+
+    @cached_property
+    def policy_meta(self) -> str:
+        """Hash: ``version``, ``policy`` (ACCEPT/REJECT), ``enabled`` (1/0)."""
+        return f"{self.policy_tag}:meta"
+
+    @cached_property
+    def policy_channel(self) -> str:
+        """Pub/sub channel of policy changes (JSON messages, see docs/redis-keys.md)."""
+        return f"{self.policy_tag}:changes"
+
+    @cached_property
+    def flusher_lock(self) -> str:
+        """String: random token of the flusher leader, with a TTL."""
+        return f"{PREFIX}:{{{self.namespace}:flusher}}:lock"

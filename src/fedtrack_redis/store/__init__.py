@@ -1,0 +1,1 @@
+"""PostgreSQL / SQLite side: table definitions, migrations, and the SQL each feature needs."""

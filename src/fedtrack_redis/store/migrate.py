@@ -1,0 +1,85 @@
+"""Bring a database to the current schema with the Alembic migrations shipped in the package.
+
+Safe when many processes start at once: on PostgreSQL the upgrade runs under a
+transaction-level advisory lock; on SQLite the database file lock serializes writers
+and a lost race is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from importlib import resources
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from redis.backoff import ExponentialBackoff
+
+from ..errors import BackendUnavailableError
+
+log = logging.getLogger("fedtrack_redis.store")
+
+#: Arbitrary, fixed key of the advisory lock that serializes migrations.
+_ADVISORY_LOCK_KEY = 0x66747263  # "ftrc"
+_upgraded: set[str] = set()
+_upgraded_lock = threading.Lock()
+
+
+def alembic_config(engine: sa.Engine | None = None) -> Config:
+    """An Alembic config pointing at the migrations inside the installed package."""
+    config = Config()
+    location = resources.files("fedtrack_redis") / "store" / "migrations"
+    config.set_main_option("script_location", str(location))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Apply every missing migration (idempotent; cheap once the database is current)."""
+    key = engine.url.render_as_string(hide_password=True)
+    with _upgraded_lock:
+        if key in _upgraded:
+            return
+    backoff = ExponentialBackoff(cap=1.0, base=0.05)
+    attempts = 6
+    for attempt in range(attempts):
+        try:
+            _upgrade_once(engine)
+            break
+        except sa.exc.DBAPIError as exc:
+            if attempt == attempts - 1:
+                raise BackendUnavailableError(f"database migration failed: {exc.orig}") from exc
+            log.warning("migration attempt %d failed (%s); retrying", attempt + 1, exc.orig)
+            threading.Event().wait(backoff.compute(attempt))
+    with _upgraded_lock:
+        _upgraded.add(key)
+
+
+def _upgrade_once(engine: sa.Engine) -> None:
+    head = head_revision()
+    if current_revision(engine) == head:
+        return
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY}
+            )
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    log.info("database schema upgraded to %s", head)

@@ -1,0 +1,146 @@
+"""Fixtures: a real Redis and a real PostgreSQL for every test, each test in its own
+namespace and its own database.
+
+Where they come from, in order: ``FEDTRACK_TEST_REDIS_URL`` / ``FEDTRACK_TEST_DATABASE_URL``
+(the database URL must allow CREATE DATABASE), else the local services on 127.0.0.1
+when they answer, else throwaway servers started for the session. Tests delete only the
+keys of their own namespace and drop only the databases they created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+
+from servers import PostgresServer, RedisServer, wait_for
+
+__all__ = ["wait_for"]
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        with contextlib.closing(client):
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis server shared by the session (tests use their own namespace)."""
+    configured = os.environ.get("FEDTRACK_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if _redis_answers(LOCAL_REDIS):
+        yield LOCAL_REDIS
+        return
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """URL of a real PostgreSQL where the session may create and drop its own databases."""
+    configured = os.environ.get("FEDTRACK_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    if _postgres_answers(LOCAL_POSTGRES):
+        yield LOCAL_POSTGRES
+        return
+    server = PostgresServer().init().start()
+    try:
+        yield server.url()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A namespace of this test's own; its keys are deleted afterwards."""
+    name = "t" + uuid.uuid4().hex[:12]
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    with contextlib.closing(client):
+        for key in client.scan_iter(match=f"fedtrack:{{{name}:*", count=1000):
+            client.delete(key)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def create_database(admin_url: str) -> str:
+    """Create an empty PostgreSQL database and return its SQLAlchemy URL."""
+    name = "fedtrack_test_" + uuid.uuid4().hex[:12]
+    url = sa.make_url(admin_url)
+    with psycopg.connect(_libpq(url), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, database_url: str) -> None:
+    name = sa.make_url(database_url).database
+    with psycopg.connect(_libpq(sa.make_url(admin_url)), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _libpq(url: sa.URL) -> str:
+    parts = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username or "postgres",
+        "dbname": url.database or "postgres",
+    }
+    if url.password:
+        parts["password"] = url.password
+    return " ".join(f"{key}={value}" for key, value in parts.items())
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards."""
+    url = create_database(postgres_admin_url)
+    yield url
+    drop_database(postgres_admin_url, url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{os.path.join(tmp_path, 'fedtrack.sqlite3')}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on PostgreSQL and once on SQLite."""
+    fixture = "postgres_url" if request.param == "postgresql" else "sqlite_url"
+    return str(request.getfixturevalue(fixture))

@@ -1,0 +1,34 @@
+# Sourced by tools/test.sh and tools/demo.sh: system packages, virtualenv, project install.
+# Idempotent and quiet when everything is already there.
+
+_ft_need_apt=()
+command -v python3 >/dev/null 2>&1 || _ft_need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || _ft_need_apt+=(python3-venv)
+command -v redis-server >/dev/null 2>&1 || _ft_need_apt+=(redis-server)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  _ft_need_apt+=(postgresql)
+fi
+if [ ${#_ft_need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing system packages: ${_ft_need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${_ft_need_apt[@]}" >/dev/null
+    # Debian starts the packaged services on install; the tests start their own.
+  else
+    echo "missing system packages: ${_ft_need_apt[*]} (install them, or run as root on Debian)" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+_ft_stamp=.venv/.fedtrack-installed
+if [ ! -f "$_ft_stamp" ] || [ pyproject.toml -nt "$_ft_stamp" ]; then
+  echo "== installing fedtrack-redis and its test tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test,dev]"
+  touch "$_ft_stamp"
+fi

@@ -1,0 +1,1 @@
+"""Benchmarks of fedtrack-redis against the DESIGN §5 targets (not tests)."""

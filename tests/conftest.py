@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
 
+from fedtrack_redis import PolicyStore
 from servers import PostgresServer, RedisServer, wait_for
 
 __all__ = ["wait_for"]
@@ -144,3 +145,27 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs once on PostgreSQL and once on SQLite."""
     fixture = "postgres_url" if request.param == "postgresql" else "sqlite_url"
     return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def make_policy_store(
+    database_url: str, redis_url: str, namespace: str
+) -> Iterator[Callable[..., PolicyStore]]:
+    """Build initialised PolicyStores on this test's database and namespace; all closed after."""
+    stores: list[PolicyStore] = []
+
+    def make(**kwargs: object) -> PolicyStore:
+        options: dict[str, object] = {"namespace": namespace, "resync_interval": 0.2}
+        options.update(kwargs)
+        store = PolicyStore(database_url, redis_url, **options)  # type: ignore[arg-type]
+        stores.append(store.init())
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def policy_store(make_policy_store: Callable[..., PolicyStore]) -> PolicyStore:
+    return make_policy_store()

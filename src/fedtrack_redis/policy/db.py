@@ -93,13 +93,17 @@ def load_snapshot(engine: sa.Engine) -> Snapshot:
         if connection.dialect.name == "postgresql":
             version_query = version_query.with_for_update(read=True)
         version = connection.execute(version_query).scalar_one_or_none()
-        settings = dict(
-            connection.execute(sa.select(_settings.key, _settings.value)).tuples().all()
-        )
-        rules = dict(connection.execute(sa.select(_rules.domain, _rules.created_at)).tuples().all())
+        settings = {
+            str(key): str(value)
+            for key, value in connection.execute(sa.select(_settings.key, _settings.value))
+        }
+        rules = {
+            str(domain): int(created)
+            for domain, created in connection.execute(sa.select(_rules.domain, _rules.created_at))
+        }
     return Snapshot(
         version=int(version or 0),
         policy=settings.get("policy", ACCEPT),
         enabled=settings.get("enabled", "true") == "true",
-        rules={str(domain): int(created) for domain, created in rules.items()},
+        rules=rules,
     )

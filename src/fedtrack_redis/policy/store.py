@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from redis import Redis, RedisError
@@ -58,6 +58,7 @@ class PolicyStore:
         self._side: PolicyRedis | None = None
         self._sync: PolicySync | None = None
         self._closed = False
+        self._listeners: list[Callable[[Change], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -80,7 +81,9 @@ class PolicyStore:
         except RedisError as exc:
             log.warning("Redis unavailable at start (%s); serving rules from the database", exc)
         self._engine, self._client, self._side = engine, client, side
-        self._sync = PolicySync(self.state, side, engine, interval=self._resync_interval)
+        self._sync = PolicySync(
+            self.state, side, engine, interval=self._resync_interval, listeners=self._listeners
+        )
         self._sync.start()
         return self
 
@@ -124,6 +127,11 @@ class PolicyStore:
     def get_enabled(self) -> bool:
         """The cluster-wide federation switch; when off, only the local domain is allowed."""
         return self._ready_state().enabled
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        """Call `listener(change)` from the sync thread after each change this process applies
+        from another process (``op == "resync"`` after a full reload). Keep it quick."""
+        self._listeners.append(listener)
 
     @property
     def version(self) -> int:

@@ -132,13 +132,13 @@ class PolicySync:
         engine: sa.Engine,
         *,
         interval: float = 1.0,
-        on_change: Callable[[Change], None] | None = None,
+        listeners: list[Callable[[Change], None]] | None = None,
     ) -> None:
         self._state = state
         self._side = side
         self._engine = engine
         self._interval = interval
-        self._on_change = on_change
+        self._listeners = listeners if listeners is not None else []
         self._stop = threading.Event()
         self._lagging_redis_version: int | None = None
         self._thread = threading.Thread(
@@ -198,8 +198,8 @@ class PolicySync:
         outcome = self._state.apply(change)
         if outcome == "gap":
             self.resync_from_redis()
-        elif outcome == "applied" and self._on_change is not None:
-            self._on_change(change)
+        elif outcome == "applied":
+            self._notify(change)
 
     def resync_from_redis(self) -> None:
         snapshot = self._side.read_snapshot()
@@ -207,6 +207,14 @@ class PolicySync:
             snapshot = rebuild_redis(self._engine, self._side)
         if self._state.replace(snapshot):
             log.info("policy sync: resynced at version %d", snapshot.version)
+            self._notify(Change(snapshot.version, "resync"))
+
+    def _notify(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("policy sync: a change listener failed")
 
     def reconcile(self) -> None:
         redis_version = self._side.version()
@@ -219,7 +227,9 @@ class PolicySync:
             # A change in flight looks like this for a moment: rebuild only if it lasts.
             if redis_version is None or self._lagging_redis_version == redis_version:
                 log.warning("policy sync: Redis behind the database; rebuilding it")
-                self._state.replace(rebuild_redis(self._engine, self._side))
+                snapshot = rebuild_redis(self._engine, self._side)
+                if self._state.replace(snapshot):
+                    self._notify(Change(snapshot.version, "resync"))
                 self._lagging_redis_version = None
             else:
                 self._lagging_redis_version = redis_version

@@ -41,14 +41,19 @@ def bump_version(connection: sa.Connection) -> int:
     return int(value)
 
 
+def insert_rules(connection: sa.Connection, domains: list[str], now: int) -> None:
+    """Insert rules that are not there yet (existing ones keep their created_at)."""
+    if not domains:
+        return
+    insert = dialect_insert(connection, federation_rules).on_conflict_do_nothing(
+        index_elements=["domain"]
+    )
+    connection.execute(insert, [{"domain": domain, "created_at": now} for domain in domains])
+
+
 def add_rule(connection: sa.Connection, domain: str, now: int) -> int:
     """Insert a rule unless present; return its (first) created_at."""
-    insert = dialect_insert(connection, federation_rules)
-    connection.execute(
-        insert.values(domain=domain, created_at=now).on_conflict_do_nothing(
-            index_elements=["domain"]
-        )
-    )
+    insert_rules(connection, [domain], now)
     created = connection.execute(
         sa.select(_rules.created_at).where(_rules.domain == domain)
     ).scalar_one()

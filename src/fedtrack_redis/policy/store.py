@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 from redis import Redis, RedisError
@@ -128,6 +128,17 @@ class PolicyStore:
         """The cluster-wide federation switch; when off, only the local domain is allowed."""
         return self._ready_state().enabled
 
+    def ping_database(self) -> bool:
+        """Whether the database answers a trivial query now."""
+        if self._engine is None:
+            return False
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
     def add_listener(self, listener: Callable[[Change], None]) -> None:
         """Call `listener(change)` from the sync thread after each change this process applies
         from another process (``op == "resync"`` after a full reload). Keep it quick."""
@@ -149,6 +160,21 @@ class PolicyStore:
             total = db.count_rules(connection)
         self._propagate(Change(version, "add", domain=name, created_at=created))
         return total
+
+    def add_rules(self, domains: Iterable[str]) -> int:
+        """Add many rules in one transaction; return how many were new.
+
+        Every name is validated first (one `InvalidDomainError` and nothing changes). The
+        cluster reloads the policy once (a ``resync``) instead of once per rule.
+        """
+        names = sorted({normalize_domain(domain) for domain in domains})
+        with self._transaction() as connection:
+            before = db.count_rules(connection)
+            db.bump_version(connection)
+            db.insert_rules(connection, names, int(time.time()))
+            added = db.count_rules(connection) - before
+        self._resync_everywhere()
+        return added
 
     def remove_rule(self, domain: str) -> int:
         """Remove a rule (an unknown rule is not an error); return how many remain."""
@@ -197,6 +223,19 @@ class PolicyStore:
         assert self._engine is not None
         with _database_errors("changing the federation policy"), self._engine.begin() as connection:
             yield connection
+
+    def _resync_everywhere(self) -> None:
+        assert self._engine is not None and self._side is not None
+        with _database_errors("reloading the federation policy"):
+            snapshot = db.load_snapshot(self._engine)
+        self.state.replace(snapshot)
+        try:
+            self._side.replace(snapshot)
+        except RedisError as exc:
+            raise PropagationPendingError(
+                f"change committed (version {snapshot.version}) but Redis is unavailable ({exc});"
+                " every process applies it once Redis is back"
+            ) from exc
 
     def _propagate(self, change: Change) -> None:
         assert self._engine is not None and self._side is not None

@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 
 from .. import scripts
 from ..keys import NamespaceKeys
+from ..metrics import PROPAGATION_SECONDS
 from . import db
 from .state import ACCEPT, Change, PolicyState, Snapshot
 
@@ -39,6 +40,7 @@ def encode_change(change: Change) -> str:
             "t": change.created_at,
             "p": change.policy,
             "e": change.enabled,
+            "ts": round(time.time(), 6),
         },
         separators=(",", ":"),
     )
@@ -57,6 +59,14 @@ def decode_change(text: str) -> Change | None:
             enabled=bool(data.get("e", True)),
         )
     except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _published_at(text: str) -> float | None:
+    try:
+        value = json.loads(text).get("ts")
+        return float(value) if value is not None else None
+    except (ValueError, TypeError, AttributeError):
         return None
 
 
@@ -196,6 +206,9 @@ class PolicySync:
             log.warning("policy sync: ignored a malformed message")
             return
         outcome = self._state.apply(change)
+        published = _published_at(str(message.get("data", "")))
+        if published is not None and outcome == "applied":
+            PROPAGATION_SECONDS.observe(max(0.0, time.time() - published))
         if outcome == "gap":
             self.resync_from_redis()
         elif outcome == "applied":

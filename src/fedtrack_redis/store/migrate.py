@@ -60,7 +60,9 @@ def upgrade(engine: sa.Engine) -> None:
             _upgrade_once(engine)
             break
         except sa.exc.DBAPIError as exc:
-            if attempt == attempts - 1:
+            # PostgreSQL serializes migrations with an advisory lock; only SQLite can
+            # lose a race (two processes creating the same table), so only it retries.
+            if engine.dialect.name != "sqlite" or attempt == attempts - 1:
                 raise BackendUnavailableError(f"database migration failed: {exc.orig}") from exc
             log.warning("migration attempt %d failed (%s); retrying", attempt + 1, exc.orig)
             threading.Event().wait(backoff.compute(attempt))

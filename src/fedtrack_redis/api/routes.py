@@ -1,0 +1,152 @@
+"""Routes of the admin API under ``/api/federation`` (all need the bearer token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from ..anomalies import failure_ratio, failures, find_anomalies
+from ..check import explain_federation_policy
+from ..domain import normalize_domain
+from ..errors import InvalidPolicyError
+from ..stats import ServerStat
+from . import models
+from .deps import ERRORS, LocalDomain, Policy, Stats
+
+router = APIRouter(prefix="/api/federation", responses=ERRORS)
+
+SORTS = {
+    "activity": lambda s: (-s.last_active, s.domain),
+    "failures": lambda s: (-failures(s), -failure_ratio(s), s.domain),
+    "latency": lambda s: (-s.p95_ms, -s.mean_latency_ms, s.domain),
+    "queued": lambda s: (-s.queued_messages, s.domain),
+    "domain": lambda s: (s.domain,),
+}
+SortName = Literal["activity", "failures", "latency", "queued", "domain"]
+
+
+@router.get("/settings", tags=["policy"])
+def get_settings(policy: Policy) -> models.Settings:
+    """The federation switch and the cluster policy."""
+    return models.Settings(enabled=policy.get_enabled(), policy=policy.get_policy())
+
+
+@router.put("/settings", tags=["policy"])
+def put_settings(body: models.SettingsUpdate, policy: Policy) -> models.Settings:
+    """Change the policy, the switch, or both (both validated before anything changes)."""
+    if body.policy is None and body.enabled is None:
+        raise HTTPException(400, "send `policy`, `enabled`, or both")
+    if body.policy is not None and body.policy.strip().upper() not in ("ACCEPT", "REJECT"):
+        raise InvalidPolicyError(body.policy)
+    if body.policy is not None:
+        policy.set_policy(body.policy)
+    if body.enabled is not None:
+        policy.set_enabled(body.enabled)
+    return get_settings(policy)
+
+
+@router.get("/rules", tags=["policy"])
+def list_rules(policy: Policy) -> models.RuleList:
+    """Every rule with the time it was first added."""
+    rules = sorted(policy.list_rules().items())
+    return models.RuleList(
+        rules=[models.Rule(domain=d, created_at=c) for d, c in rules], total=len(rules)
+    )
+
+
+@router.post("/rules", tags=["policy"])
+def add_rules(body: models.DomainsBody, policy: Policy) -> models.RuleChange:
+    """Add rules for several domains at once (existing rules are kept)."""
+    names = _normalize_all(body.domains)
+    changed = [name for name in names if not policy.has_rule(name)]
+    total = policy.count()
+    for name in changed:
+        total = policy.add_rule(name)
+    return models.RuleChange(
+        changed=changed, unchanged=[n for n in names if n not in changed], total=total
+    )
+
+
+@router.delete("/rules", tags=["policy"])
+def remove_rules(body: models.DomainsBody, policy: Policy) -> models.RuleChange:
+    """Remove the rules of several domains at once (unknown ones are reported unchanged)."""
+    names = _normalize_all(body.domains)
+    changed = [name for name in names if policy.has_rule(name)]
+    total = policy.count()
+    for name in changed:
+        total = policy.remove_rule(name)
+    return models.RuleChange(
+        changed=changed, unchanged=[n for n in names if n not in changed], total=total
+    )
+
+
+@router.get("/check/{domain}", tags=["policy"])
+def check(domain: str, policy: Policy, local: LocalDomain) -> models.Decision:
+    """The decision `check_federation_policy` makes for DOMAIN, with its reason."""
+    decision = explain_federation_policy(domain, policy, local_domain=local)
+    return models.Decision(
+        domain=decision.domain,
+        allowed=decision.allowed,
+        policy=decision.policy,
+        reason=decision.reason,
+        rule=decision.rule,
+    )
+
+
+@router.get("/servers", tags=["stats"])
+def list_servers(
+    stats: Stats,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    sort: SortName = "activity",
+    q: Annotated[str, Query(max_length=253, description="Substring of the domain.")] = "",
+) -> models.ServerList:
+    """Per-domain stats, cluster-wide, filtered by `q`, sorted, paginated."""
+    every = stats.get_all()
+    needle = q.strip().lower()
+    if needle:
+        every = [s for s in every if needle in s.domain]
+    every.sort(key=SORTS[sort])
+    return models.ServerList(
+        servers=[_model(s) for s in every[offset : offset + limit]], total=len(every)
+    )
+
+
+@router.get("/servers/{domain}", tags=["stats"], responses={404: {"description": "Unknown"}})
+def get_server(domain: str, stats: Stats) -> models.ServerStatModel:
+    """One domain's stats (any spelling of its name)."""
+    stat = stats.get(domain)
+    if stat is None:
+        raise HTTPException(404, f"no stats for {normalize_domain(domain)}")
+    return _model(stat)
+
+
+@router.get("/status", tags=["stats"])
+def status(stats: Stats) -> models.Status:
+    """Cluster totals and the domains that stand out."""
+    every = stats.get_all()
+    return models.Status(
+        domains=len(every),
+        queued_messages=sum(s.queued_messages for s in every),
+        failures=sum(failures(s) for s in every),
+        successful_deliveries=sum(s.successful_deliveries for s in every),
+        anomalies=[
+            models.AnomalyModel(domain=a.domain, kind=a.kind, detail=a.detail, value=a.value)
+            for a in find_anomalies(every)
+        ],
+    )
+
+
+def _normalize_all(domains: list[str]) -> list[str]:
+    """Every name validated first: one bad name is a 400 and nothing changes."""
+    names: list[str] = []
+    for domain in domains:
+        name = normalize_domain(domain)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _model(stat: ServerStat) -> models.ServerStatModel:
+    return models.ServerStatModel.model_validate(stat.to_dict())

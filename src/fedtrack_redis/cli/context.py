@@ -1,0 +1,63 @@
+"""What every command shares: validated settings and lazily opened library objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+
+if TYPE_CHECKING:
+    from ..policy.store import PolicyStore
+    from ..reads import StatsReader
+
+
+@dataclass
+class CliContext:
+    """Created by the top-level group; commands call `policy()` / `stats()` when they need them."""
+
+    settings: Settings
+    _policy: PolicyStore | None = field(default=None, init=False)
+    _stats: StatsReader | None = field(default=None, init=False)
+
+    def require_redis(self) -> None:
+        """Fail fast (exit 1, one line) when Redis does not answer, before changing anything."""
+        import redis
+
+        from ..errors import BackendUnavailableError
+
+        client = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise BackendUnavailableError(f"Redis does not answer: {exc}") from None
+        finally:
+            client.close()
+
+    def policy(self) -> PolicyStore:
+        if self._policy is None:
+            from ..policy.store import PolicyStore
+
+            self.require_redis()
+            self._policy = PolicyStore(
+                self.settings.database_url,
+                self.settings.redis_url,
+                namespace=self.settings.namespace,
+            ).init()
+        return self._policy
+
+    def stats(self) -> StatsReader:
+        if self._stats is None:
+            from ..reads import StatsReader
+
+            self.require_redis()
+            self._stats = StatsReader(self.settings.redis_url, namespace=self.settings.namespace)
+        return self._stats
+
+    def close(self) -> None:
+        if self._policy is not None:
+            self._policy.close()
+        if self._stats is not None:
+            self._stats.close()

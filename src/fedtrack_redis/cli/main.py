@@ -1,0 +1,153 @@
+"""Entry point of ``fedtrack``: global options backed by the §6 environment variables,
+and the mapping of errors to exit codes (2 bad input, 1 service unreachable, 3 refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+import redis
+import sqlalchemy as sa
+
+from ..config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from ..errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    FedtrackError,
+    InvalidDomainError,
+    InvalidPolicyError,
+    InvalidTransportError,
+)
+from .context import CliContext
+
+EXIT_UNAVAILABLE = 1
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(click.ClickException):
+    """Bad input found by a command itself (exit code 2, one line)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--redis-url",
+    envvar="FEDTRACK_REDIS_URL",
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    help="Redis URL [env FEDTRACK_REDIS_URL]",
+)
+@click.option(
+    "--database-url",
+    envvar="FEDTRACK_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="SQLAlchemy URL [env FEDTRACK_DATABASE_URL]",
+)
+@click.option(
+    "--namespace",
+    envvar="FEDTRACK_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Cluster namespace in Redis [env FEDTRACK_NAMESPACE]",
+)
+@click.option(
+    "--local-domain",
+    envvar="FEDTRACK_LOCAL_DOMAIN",
+    default="",
+    help="This server's own domain, always allowed [env FEDTRACK_LOCAL_DOMAIN]",
+)
+@click.option(
+    "--log-level",
+    envvar="FEDTRACK_LOG_LEVEL",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Logging verbosity",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    redis_url: str,
+    database_url: str,
+    namespace: str,
+    local_domain: str,
+    log_level: str,
+) -> None:
+    """fedtrack: cluster-wide federation policy and delivery diagnostics.
+
+    Every option can also be set through the environment variable named in its help.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    env = {
+        "FEDTRACK_REDIS_URL": redis_url,
+        "FEDTRACK_DATABASE_URL": database_url,
+        "FEDTRACK_NAMESPACE": namespace,
+        "FEDTRACK_LOCAL_DOMAIN": local_domain,
+    }
+    from os import environ
+
+    for name in ("FEDTRACK_PUSH_INTERVAL", "FEDTRACK_FLUSH_INTERVAL", "FEDTRACK_ADMIN_TOKEN"):
+        if name in environ:
+            env[name] = environ[name]
+    settings = Settings.from_env(env)
+    context = CliContext(settings)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+def _register_commands() -> None:
+    from . import policy_commands, service_commands, stats_commands
+
+    for module in (policy_commands, stats_commands, service_commands):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI; library errors become one line on stderr and an exit code."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="fedtrack",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_UNAVAILABLE)
+    except click.ClickException as exc:
+        hint = " (see fedtrack --help)" if isinstance(exc, click.UsageError) else ""
+        _fail(exc.format_message() + hint, exc.exit_code)
+    except (
+        ConfigurationError,
+        InvalidDomainError,
+        InvalidPolicyError,
+        InvalidTransportError,
+    ) as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except (BackendUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+        _fail(f"service unavailable: {exc}", EXIT_UNAVAILABLE)
+    except sa.exc.OperationalError as exc:
+        _fail(f"database unavailable: {exc.orig}", EXIT_UNAVAILABLE)
+    except FedtrackError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    else:
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    click.echo(f"fedtrack: error: {first_line}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Long-running and maintenance commands: flusher, serve, db upgrade."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from ..connections import database_engine
+from ..store import migrate
+from .context import CliContext
+from .output import say
+
+
+def _context() -> CliContext:
+    context = click.get_current_context().find_object(CliContext)
+    assert context is not None
+    return context
+
+
+@click.command("flusher")
+@click.option(
+    "--interval",
+    type=float,
+    envvar="FEDTRACK_FLUSH_INTERVAL",
+    default=30.0,
+    show_default=True,
+    help="Seconds between flushes [env FEDTRACK_FLUSH_INTERVAL]",
+)
+@click.option(
+    "--lock-ttl",
+    type=click.FloatRange(min=1.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a stalled leader keeps the lock before another takes over.",
+)
+def flusher_command(interval: float, lock_ttl: float) -> None:
+    """Run the elected flusher: persists changed stats to the database until stopped."""
+    from ..config import positive_seconds
+    from ..flusher import Flusher
+
+    settings = _context().settings
+    interval = positive_seconds("--interval", interval, 30.0)
+    flusher = Flusher(
+        settings.redis_url,
+        settings.database_url,
+        namespace=settings.namespace,
+        interval=interval,
+        lock_ttl=lock_ttl,
+    ).start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    say(f"flusher running (namespace {settings.namespace}, every {interval:g} s); Ctrl-C stops")
+    stop.wait()
+    flusher.stop()
+    say("flusher stopped")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
+def serve_command(host: str, port: int) -> None:
+    """Serve the admin API and the dashboard (needs FEDTRACK_ADMIN_TOKEN)."""
+    from ..api.server import serve
+
+    serve(_context().settings, host=host, port=port)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database maintenance."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations shipped with this version."""
+    engine = database_engine(_context().settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        say(f"database schema at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+COMMANDS = [flusher_command, serve_command, db_group]

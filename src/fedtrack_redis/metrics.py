@@ -1,0 +1,30 @@
+"""Process-local Prometheus metrics of the library (default registry, names ``fedtrack_*``).
+
+Workers can expose them with ``prometheus_client.start_http_server``; the admin API
+serves them beside the cluster-wide figures it reads from Redis.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PUSH_SECONDS = Histogram(
+    "fedtrack_push_seconds",
+    "Duration of one push.lua call (one shard chunk) as the worker saw it.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+PUSH_RETRIES = Counter(
+    "fedtrack_push_retries_total", "Push chunks sent again after a failure or a refusal."
+)
+FLUSH_SECONDS = Histogram(
+    "fedtrack_flush_seconds",
+    "Duration of one flush (read changed domains, write them to the database).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+FLUSH_ROWS = Counter("fedtrack_flush_rows_total", "Rows written to the database by this flusher.")
+LEADER = Gauge("fedtrack_leader", "1 while this process's flusher holds the leader lock.")
+PROPAGATION_SECONDS = Histogram(
+    "fedtrack_policy_propagation_seconds",
+    "From a policy change being published to this process applying it (wall clocks).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0),
+)

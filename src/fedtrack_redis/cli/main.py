@@ -22,15 +22,7 @@ from ..errors import (
     InvalidTransportError,
 )
 from .context import CliContext
-
-EXIT_UNAVAILABLE = 1
-EXIT_BAD_INPUT = 2
-
-
-class BadInput(click.ClickException):
-    """Bad input found by a command itself (exit code 2, one line)."""
-
-    exit_code = EXIT_BAD_INPUT
+from .errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -147,7 +139,3 @@ def _fail(message: str, code: int) -> None:
     first_line = message.strip().splitlines()[0] if message.strip() else "failed"
     click.echo(f"fedtrack: error: {first_line}", err=True)
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,10 +15,9 @@ from ..domain import normalize_domain
 from ..errors import InvalidDomainError
 from ..policy.state import ACCEPT, REJECT
 from .context import CliContext
-from .main import BadInput
+from .errors import EXIT_REFUSED, BadInput
 from .output import emit_json, say, table, timestamp
 
-EXIT_REFUSED = 3
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 

@@ -1,0 +1,242 @@
+"""The `fedtrack` CLI against real Redis and PostgreSQL: every policy command, exit codes,
+JSON output, options from the environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fedtrack_redis import PolicyStore
+from fedtrack_redis.cli.main import main
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, redis_url: str, namespace: str
+) -> Iterator[dict[str, str]]:
+    values = {
+        "FEDTRACK_REDIS_URL": redis_url,
+        "FEDTRACK_DATABASE_URL": postgres_url,
+        "FEDTRACK_NAMESPACE": namespace,
+        "FEDTRACK_LOCAL_DOMAIN": "mail.example",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield values
+
+
+@pytest.fixture
+def run(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Run:
+    def invoke(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    return invoke
+
+
+@pytest.fixture
+def store(env: dict[str, str]) -> Iterator[PolicyStore]:
+    with PolicyStore(
+        env["FEDTRACK_DATABASE_URL"], env["FEDTRACK_REDIS_URL"], namespace=env["FEDTRACK_NAMESPACE"]
+    ) as policy_store:
+        yield policy_store
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fedtrack: error: ")
+    return lines[0]
+
+
+def test_policy_show_and_set(run: Run) -> None:
+    code, out, _ = run("policy", "--json")
+    assert code == 0
+    assert json.loads(out) == {"policy": "ACCEPT", "enabled": True, "rules": 0}
+    code, out, _ = run("policy", "REJECT")
+    assert code == 0
+    assert "REJECT" in out
+    assert json.loads(run("policy", "--json")[1])["policy"] == "REJECT"
+
+
+def test_block_and_allow_follow_the_mode(run: Run) -> None:
+    assert run("block", "Spam.Example", "[1.2.3.4]")[0] == 0
+    rules = json.loads(run("rules", "list", "--json")[1])
+    assert [r["domain"] for r in rules["rules"]] == ["1.2.3.4", "spam.example"]
+    code, out, _ = run("allow", "spam.example")
+    assert code == 0
+    assert "rule removed" in out
+    run("policy", "reject")
+    code, out, _ = run("allow", "friend.example")
+    assert "rule added" in out
+    assert run("check", "friend.example")[0] == 0
+    code, out, _ = run("block", "friend.example")
+    assert "rule removed" in out
+    assert run("check", "friend.example")[0] == 3
+
+
+def test_rules_add_remove_flush(run: Run) -> None:
+    assert run("rules", "add", "a.example", "b.example")[0] == 0
+    assert run("rules", "remove", "a.example", "unknown.example")[0] == 0
+    listed = json.loads(run("rules", "list", "--json")[1])
+    assert listed["total"] == 1
+    assert listed["rules"][0]["domain"] == "b.example"
+    code, _, err = run("rules", "flush")  # not a terminal, no --yes: refused
+    assert code == 2
+    assert "--yes" in one_error_line(err)
+    assert json.loads(run("rules", "list", "--json")[1])["total"] == 1
+    assert run("rules", "flush", "--yes")[0] == 0
+    assert json.loads(run("rules", "list", "--json")[1])["total"] == 0
+
+
+def test_check_exit_codes_and_json(run: Run) -> None:
+    run("block", "spam.example")
+    code, out, _ = run("check", "SPAM.example", "--json")
+    assert code == 3
+    assert json.loads(out) == {
+        "domain": "spam.example",
+        "allowed": False,
+        "policy": "ACCEPT",
+        "reason": "blocked by rule",
+        "rule": "spam.example",
+    }
+    code, out, _ = run("check", "ok.example", "--json")
+    assert code == 0
+    assert json.loads(out)["allowed"] is True
+    run("policy", "reject")
+    code, out, _ = run("check", "mail.example", "--json")  # FEDTRACK_LOCAL_DOMAIN
+    assert code == 0
+    assert json.loads(out)["reason"] == "local domain is always allowed"
+    assert run("check", "ok.example", "--policy", "accept")[0] == 0
+
+
+def test_disable_and_enable(run: Run) -> None:
+    assert run("disable")[0] == 2  # needs --yes off a terminal
+    assert run("disable", "--yes")[0] == 0
+    assert json.loads(run("policy", "--json")[1])["enabled"] is False
+    assert run("check", "anyone.example")[0] == 3
+    assert run("enable")[0] == 0
+    assert run("check", "anyone.example")[0] == 0
+
+
+def test_import_mastodon_csv_and_json_then_export(run: Run, tmp_path: Path) -> None:
+    run("rules", "add", "already.example")
+    blocklist = tmp_path / "domain_blocks.csv"
+    blocklist.write_text(
+        "#domain,#severity,#reject_media,#reject_reports,#public_comment,#obfuscate\n"
+        "bad.example,suspend,false,false,spam,false\n"
+        "Worse.Example,silence,true,false,,false\n"
+        "already.example,suspend,false,false,,false\n"
+    )
+    code, out, _ = run("import", str(blocklist))
+    assert code == 0
+    assert "imported 2" in out
+    assert "skipped 1" in out
+    as_json = tmp_path / "rules.json"
+    as_json.write_text(json.dumps({"rules": [{"domain": "j.example"}, "k.example"]}))
+    assert "imported 2" in run("import", str(as_json))[1]
+    code, out, _ = run("export")
+    lines = out.strip().splitlines()
+    assert lines[0] == "#domain,#created_at"
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "already.example",
+        "bad.example",
+        "j.example",
+        "k.example",
+        "worse.example",
+    ]
+    target = tmp_path / "out.json"
+    assert run("export", "--format", "json", "--output", str(target))[0] == 0
+    assert json.loads(target.read_text())["total"] == 5
+
+
+def test_import_with_a_bad_line_changes_nothing(run: Run, tmp_path: Path) -> None:
+    blocklist = tmp_path / "bad.csv"
+    blocklist.write_text("domain\ngood.example\nnot a domain\n")
+    code, _, err = run("import", str(blocklist))
+    assert code == 2
+    assert "entry 2" in one_error_line(err)
+    assert json.loads(run("rules", "list", "--json")[1])["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("block", "bad domain"),
+        ("rules", "add", "ok.example", "[IPv6:nope]"),
+        ("check", "x" * 300),
+        ("policy", "maybe"),
+        ("stats", "--limit", "0"),
+        ("nosuchcommand",),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    run: Run, store: PolicyStore, args: tuple[str, ...]
+) -> None:
+    version = store.version
+    code, _, err = run(*args)
+    assert code == 2
+    one_error_line(err)
+    assert store.version == version
+    assert store.count() == 0
+
+
+def test_bad_configuration_exits_2(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDTRACK_NAMESPACE", "bad{tag}")
+    code, _, err = run("policy")
+    assert code == 2
+    assert "FEDTRACK_NAMESPACE" in one_error_line(err)
+
+
+def test_unreachable_services_exit_1(run: Run) -> None:
+    code, _, err = run("--redis-url", "redis://127.0.0.1:1/0", "policy")
+    assert code == 1
+    assert "Redis" in one_error_line(err)
+    code, _, err = run("--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/x", "policy")
+    assert code == 1
+    assert "unavailable" in one_error_line(err)
+
+
+def test_options_come_from_the_environment(run: Run, store: PolicyStore) -> None:
+    assert run("rules", "add", "env.example")[0] == 0
+    store.init()
+    assert store.has_rule("env.example")  # same database and namespace as the env says
+
+
+def test_db_upgrade(run: Run) -> None:
+    code, out, _ = run("db", "upgrade")
+    assert code == 0
+    assert "revision" in out
+
+
+def test_help_for_every_command(run: Run) -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    commands = [
+        "allow",
+        "block",
+        "check",
+        "db",
+        "disable",
+        "enable",
+        "export",
+        "flusher",
+        "import",
+        "policy",
+        "rules",
+        "serve",
+        "stats",
+        "status",
+    ]
+    for name in commands:
+        assert name in out
+        code, text, _ = run(name, "--help")
+        assert code == 0
+        assert "Usage: fedtrack" in text

@@ -79,6 +79,14 @@ def test_docker_compose_is_well_formed() -> None:
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert dependency in services, (name, dependency)
             assert condition["condition"] in {"service_healthy", "service_completed_successfully"}
+    for name in ("flusher", "api", "workers", "migrate"):
+        assert services[name]["build"] == "."
+        environment = services[name]["environment"]
+        assert environment["FEDTRACK_REDIS_URL"] == "redis://redis:6379/0"
+        assert environment["FEDTRACK_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert services["api"]["command"][:1] == ["serve"]
+    assert services["flusher"]["command"] == ["flusher"]
+    assert (ROOT / "Dockerfile").read_text().count("fedtrack") >= 1
     docker = shutil.which("docker")
     if (
         docker

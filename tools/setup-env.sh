@@ -8,6 +8,10 @@ command -v redis-server >/dev/null 2>&1 || _ft_need_apt+=(redis-server)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   _ft_need_apt+=(postgresql)
 fi
+# Browser tests drive Debian's Chromium (Playwright's own browser download cannot work here).
+if [ "${FEDTRACK_SETUP_BROWSER:-1}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  _ft_need_apt+=(chromium)
+fi
 if [ ${#_ft_need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing system packages: ${_ft_need_apt[*]}"

@@ -84,4 +84,55 @@ def db_upgrade() -> None:
         engine.dispose()
 
 
-COMMANDS = [flusher_command, serve_command, db_group]
+@click.command("demo")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8025,
+    show_default=True,
+    help="Port of the dashboard.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Simulated worker processes.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1500.0,
+    show_default=True,
+    help="Events per second per worker.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Stop by itself after this many seconds (default: run until Ctrl-C).",
+)
+def demo_command(port: int, workers: int, rate: float, duration: float | None) -> None:
+    """Run a small simulated cluster with a flusher and the dashboard.
+
+    Uses FEDTRACK_REDIS_URL / FEDTRACK_DATABASE_URL when they are set; otherwise a
+    throwaway redis-server (or an embedded fakeredis server) and a temporary SQLite file.
+    The admin token is FEDTRACK_ADMIN_TOKEN, or a fresh one printed with the URL.
+    """
+    import os
+
+    from ..demo.runner import run
+
+    settings = _context().settings
+    run(
+        port=port,
+        workers=workers,
+        rate=rate,
+        duration=duration,
+        redis_url=settings.redis_url if "FEDTRACK_REDIS_URL" in os.environ else None,
+        database_url=settings.database_url if "FEDTRACK_DATABASE_URL" in os.environ else None,
+        admin_token=settings.admin_token,
+    )
+
+
+COMMANDS = [flusher_command, serve_command, db_group, demo_command]

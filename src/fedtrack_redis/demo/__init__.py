@@ -1,0 +1,1 @@
+"""`fedtrack demo`: a simulated cluster (workers, flusher, dashboard) on throwaway services."""

@@ -1,0 +1,140 @@
+"""Run the demo: services, simulated workers, an elected flusher, the dashboard, a summary."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+import uvicorn
+
+from ..api.app import create_app
+from ..config import Settings
+from ..reads import StatsReader
+from .services import throwaway_redis
+from .traffic import run_worker
+
+
+@contextlib.contextmanager
+def _database(settings_url: str | None) -> Iterator[str]:
+    if settings_url:
+        yield settings_url
+        return
+    directory = tempfile.mkdtemp(prefix="fedtrack-demo-")
+    yield f"sqlite:///{os.path.join(directory, 'fedtrack-demo.sqlite3')}"
+
+
+def run(
+    *,
+    port: int = 8025,
+    workers: int = 4,
+    rate: float = 1500.0,
+    duration: float | None = None,
+    redis_url: str | None = None,
+    database_url: str | None = None,
+    admin_token: str | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Run until Ctrl-C (or `duration` seconds), then stop everything with a final flush."""
+    stream = out if out is not None else sys.stdout
+    token = admin_token or secrets.token_urlsafe(18)
+    redis_context = (
+        contextlib.nullcontext((redis_url, redis_url)) if redis_url else throwaway_redis()
+    )
+    with redis_context as (url, described), _database(database_url) as database:
+        _say(stream, f"Redis: {described}")
+        _say(stream, f"Database: {database}")
+        settings = Settings(
+            redis_url=url,
+            database_url=database,
+            namespace="demo",
+            local_domain="mail.example",
+            admin_token=token,
+        )
+        _run_cluster(settings, port, workers, rate, duration, stream)
+
+
+def _run_cluster(
+    settings: Settings,
+    port: int,
+    workers: int,
+    rate: float,
+    duration: float | None,
+    stream: TextIO,
+) -> None:
+    from ..tracker import FederationTracker
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    # The tracker hydrates the namespace and runs the flusher (elected via Redis).
+    anchor = FederationTracker(
+        settings.redis_url, namespace=settings.namespace, database=settings.database_url
+    )
+    anchor.hydrate(settings.database_url)
+    flusher = anchor.start_flusher(settings.database_url, interval=5.0)
+    processes = [
+        context.Process(
+            target=run_worker,
+            args=(settings.redis_url, settings.database_url, settings.namespace, stop),
+            kwargs={"seed": index, "rate": rate, "local_domain": settings.local_domain},
+            daemon=True,
+        )
+        for index in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    api_thread = threading.Thread(target=server.run, daemon=True)
+    api_thread.start()
+    finished = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: finished.set())
+    signal.signal(signal.SIGTERM, lambda *_: finished.set())
+    _say(stream, f"Dashboard: http://127.0.0.1:{port}/   admin token: {settings.admin_token}")
+    _say(stream, f"{workers} simulated workers, flusher every 5 s; Ctrl-C stops")
+    reader = StatsReader(settings.redis_url, namespace=settings.namespace)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while not finished.wait(1.0):
+            _summary(stream, reader, flusher.is_leader)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _say(stream, "\nstopping: workers push what they hold, then a final flush…")
+        stop.set()
+        for process in processes:
+            process.join(30)
+        flusher.stop()
+        server.should_exit = True
+        api_thread.join(10)
+        reader.close()
+        anchor.close()
+        _say(stream, "stopped")
+
+
+def _summary(stream: TextIO, reader: StatsReader, leader: bool) -> None:
+    stats = reader.get_all()
+    deliveries = sum(s.successful_deliveries for s in stats)
+    failures = sum(s.failed_http + s.failed_https + s.failed_smtp for s in stats)
+    queued = sum(s.queued_messages for s in stats)
+    line = (
+        f"\r{len(stats)} domains · {deliveries} deliveries · {failures} failures ·"
+        f" {queued} queued · flusher {'leading' if leader else 'standing by'}   "
+    )
+    stream.write(line)
+    stream.flush()
+
+
+def _say(stream: TextIO, message: str) -> None:
+    stream.write(message + "\n")
+    stream.flush()

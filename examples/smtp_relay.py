@@ -56,7 +56,7 @@ class FederationRelay:
     def allowed(self, domain: str) -> bool:
         return check_federation_policy(domain, local_domain=self.local_domain, store=self.store)
 
-    async def handle_MAIL(
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         domain = domain_of(address)
@@ -66,7 +66,7 @@ class FederationRelay:
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         domain = domain_of(address)
@@ -78,7 +78,9 @@ class FederationRelay:
         envelope.rcpt_options.extend(options)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(  # noqa: N802 - aiosmtpd hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         started = time.monotonic()
         sender = domain_of(envelope.mail_from or "")
         if sender and self._is_remote(sender):

@@ -17,15 +17,18 @@ from .errors import (
     NotInitializedError,
     PropagationPendingError,
 )
-from .globals import global_policy
+from .globals import global_policy, global_tracker
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
+from .stats import ServerStat
+from .tracker import FederationTracker
 
 __all__ = [
     "ACCEPT",
     "REJECT",
     "BackendUnavailableError",
     "ConfigurationError",
+    "FederationTracker",
     "FedtrackError",
     "FencedOutError",
     "InvalidDomainError",
@@ -34,8 +37,10 @@ __all__ = [
     "NotInitializedError",
     "PolicyStore",
     "PropagationPendingError",
+    "ServerStat",
     "check_federation_policy",
     "global_policy",
+    "global_tracker",
     "normalize_domain",
 ]
 

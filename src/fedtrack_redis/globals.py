@@ -9,9 +9,11 @@ from .config import Settings
 
 if TYPE_CHECKING:
     from .policy.store import PolicyStore
+    from .tracker import FederationTracker
 
 _lock = threading.Lock()
 _policy: PolicyStore | None = None
+_tracker: FederationTracker | None = None
 
 
 def global_policy() -> PolicyStore:
@@ -31,10 +33,40 @@ def global_policy() -> PolicyStore:
         return _policy
 
 
+def global_tracker() -> FederationTracker:
+    """The process's pushing `FederationTracker`, configured from ``FEDTRACK_*`` on first call.
+
+    It is given ``FEDTRACK_DATABASE_URL`` as its database, so it hydrates by itself any
+    shard that Redis lost.
+    """
+    global _tracker
+    tracker = _tracker
+    if tracker is not None:
+        return tracker
+    with _lock:
+        if _tracker is None:
+            from .tracker import FederationTracker
+
+            settings = Settings.from_env()
+            _tracker = FederationTracker(
+                settings.redis_url,
+                namespace=settings.namespace,
+                push_interval=settings.push_interval,
+                database=settings.database_url,
+            )
+        return _tracker
+
+
 def reset_globals() -> None:
     """Close and forget the singletons (for tests and for re-configuration)."""
-    global _policy
+    global _policy, _tracker
     with _lock:
-        if _policy is not None:
-            _policy.close()
+        policy, tracker = _policy, _tracker
         _policy = None
+        _tracker = None
+    try:
+        if tracker is not None:
+            tracker.close()
+    finally:
+        if policy is not None:
+            policy.close()

@@ -7,8 +7,11 @@ and a lost race is retried.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
+from collections.abc import Iterator
 from importlib import resources
 
 import sqlalchemy as sa
@@ -50,9 +53,35 @@ def current_revision(engine: sa.Engine) -> str | None:
 def upgrade(engine: sa.Engine) -> None:
     """Apply every missing migration (idempotent; cheap once the database is current)."""
     key = engine.url.render_as_string(hide_password=True)
-    with _upgraded_lock:
+    with _upgraded_lock:  # one migration at a time in this process
         if key in _upgraded:
             return
+        with _sqlite_file_lock(engine):
+            _upgrade_with_retries(engine)
+        _upgraded.add(key)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
+    """Serialize migrations of one SQLite file across processes.
+
+    pysqlite runs DDL outside the transaction, so two processes racing could leave tables
+    created but the revision unstamped; an exclusive lock on a file beside the database
+    makes the second one wait and then find the schema current.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _upgrade_with_retries(engine: sa.Engine) -> None:
     backoff = ExponentialBackoff(cap=1.0, base=0.05)
     attempts = 6
     for attempt in range(attempts):
@@ -66,8 +95,6 @@ def upgrade(engine: sa.Engine) -> None:
                 raise BackendUnavailableError(f"database migration failed: {exc.orig}") from exc
             log.warning("migration attempt %d failed (%s); retrying", attempt + 1, exc.orig)
             threading.Event().wait(backoff.compute(attempt))
-    with _upgraded_lock:
-        _upgraded.add(key)
 
 
 def _upgrade_once(engine: sa.Engine) -> None:

@@ -1,0 +1,151 @@
+-- hydrate.lua: add one chunk of the database's stats back into a shard that lost its data.
+--
+-- A shard is hydrated in chunks applied strictly in order; the `hydrating` hash records
+-- the next chunk expected, so each chunk is applied exactly once even with several
+-- hydrators at work or one dying midway. Chunks are deterministic (rows sorted by
+-- domain; the rows of a shard cannot change while it is not hydrated, since no flush of
+-- it runs), and `digest` identifies the whole plan so chunks of two different reads are
+-- never mixed. Everything is ADDITIVE: counters with HINCRBY (or one HSET when the hash
+-- does not exist yet, which is the same thing), `last_active` as a maximum.
+--
+-- KEYS[1]   hydrated marker   fedtrack:{<ns>:<SS>}:hydrated  (string, set by the last chunk)
+-- KEYS[2]   progress hash     fedtrack:{<ns>:<SS>}:hydrating (next, chunks, digest)
+-- KEYS[3]   activity index    fedtrack:{<ns>:<SS>}:active    (domain -> last_active)
+-- KEYS[4]   acks hash         fedtrack:{<ns>:<SS>}:acks      (worker -> last seq applied)
+-- KEYS[5]   acks seen         fedtrack:{<ns>:<SS>}:ackseen   (worker -> unix seconds)
+-- KEYS[6..] domain hashes     fedtrack:{<ns>:<SS>}:d:<domain>, one per line of ARGV[8]
+-- ARGV[1]   chunk index (0-based)
+-- ARGV[2]   number of chunks in the plan (>= 1; an empty shard is one empty chunk)
+-- ARGV[3]   plan digest (same for every hydrator reading the same rows)
+-- ARGV[4]   read_at: this server's TIME (seconds) taken before the database was read
+-- ARGV[5]   max age (seconds) of a read that may still be applied
+-- ARGV[6]   acks to restore, "worker,seq,worker,seq..." (last chunk only, else "")
+-- ARGV[7]   counter names in stats-line order, comma-separated; "-" = not restored
+--           (queued_messages: a gauge that live workers re-assert)
+-- ARGV[8]   the chunk's stats lines joined by "\n", in KEYS[6..] order, each
+--           "domain\t<counters>\t<last_active|\N>\t<bucket:count,...>" ("" when empty)
+--
+-- Returns  2  the marker is present: the shard is hydrated, nothing done
+--          1  chunk applied (the last chunk also restored the acks and set the marker)
+--          0  chunk already applied by someone: skip it
+--         -1  progress gap (the progress hash was lost): re-read and start over
+--         -2  the read is older than ARGV[5]: re-read
+--         -3  the chunk belongs to a different plan than the one in progress
+-- Clock: the server's TIME (age of the read, the marker's value, ackseen scores).
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 2
+end
+
+local index = tonumber(ARGV[1])
+local chunks = tonumber(ARGV[2])
+local progress = redis.call('HMGET', KEYS[2], 'next', 'chunks', 'digest')
+local expected = 0
+if progress[1] then
+  if tonumber(progress[2]) ~= chunks or progress[3] ~= ARGV[3] then
+    return -3
+  end
+  expected = tonumber(progress[1])
+end
+if index < expected then
+  return 0
+end
+if index > expected then
+  return -1
+end
+
+local now = tonumber(redis.call('TIME')[1])
+if now - tonumber(ARGV[4]) > tonumber(ARGV[5]) then
+  return -2
+end
+
+local function split(text, sep)
+  local out, start = {}, 1
+  while true do
+    local at = string.find(text, sep, start, true)
+    if not at then
+      out[#out + 1] = string.sub(text, start)
+      return out
+    end
+    out[#out + 1] = string.sub(text, start, at - 1)
+    start = at + 1
+  end
+end
+
+local names = split(ARGV[7], ',')
+local ncounters = #names
+-- one stats line: domain, the counters, last_active, histogram (ncounters + 3 fields)
+local pattern = '^([^\t]*)' .. string.rep('\t([^\t]*)', ncounters + 2) .. '$'
+local match, gmatch, call = string.match, string.gmatch, redis.call
+local fields = {}
+local scored = {}
+local nscored = 0
+local i = 5
+for line in gmatch(ARGV[8], '[^\n]+') do
+  i = i + 1
+  local key = KEYS[i]
+  local f = {match(line, pattern)}
+  local n = 0
+  for c = 1, ncounters do
+    local value = f[c + 1]
+    if value ~= '0' and names[c] ~= '-' then
+      fields[n + 1] = names[c]
+      fields[n + 2] = value
+      n = n + 2
+    end
+  end
+  for bucket, count in gmatch(f[ncounters + 3], '(%d+):(%d+)') do
+    fields[n + 1] = 'h' .. bucket
+    fields[n + 2] = count
+    n = n + 2
+  end
+  local last_active = f[ncounters + 2]
+  local active = last_active ~= '\\N' and last_active ~= '0'
+  if call('EXISTS', key) == 0 then
+    if active then
+      fields[n + 1] = 'last_active'
+      fields[n + 2] = last_active
+      n = n + 2
+    end
+    if n > 0 then
+      call('HSET', key, unpack(fields, 1, n))
+    end
+  else
+    for j = 1, n, 2 do
+      call('HINCRBY', key, fields[j], fields[j + 1])
+    end
+    if active then
+      local current = tonumber(call('HGET', key, 'last_active') or '0')
+      if tonumber(last_active) > current then
+        call('HSET', key, 'last_active', last_active)
+      end
+    end
+  end
+  if active then
+    scored[nscored + 1] = last_active
+    scored[nscored + 2] = f[1]
+    nscored = nscored + 2
+  end
+end
+if nscored > 0 then
+  call('ZADD', KEYS[3], 'GT', unpack(scored, 1, nscored))
+end
+
+if index < chunks - 1 then
+  redis.call('HSET', KEYS[2], 'next', index + 1, 'chunks', chunks, 'digest', ARGV[3])
+  return 1
+end
+
+if ARGV[6] ~= '' then
+  local acks = split(ARGV[6], ',')
+  for j = 1, #acks, 2 do
+    local current = tonumber(redis.call('HGET', KEYS[4], acks[j]) or '-1')
+    if tonumber(acks[j + 1]) > current then
+      redis.call('HSET', KEYS[4], acks[j], acks[j + 1])
+    end
+    redis.call('ZADD', KEYS[5], 'NX', now, acks[j])
+  end
+end
+redis.call('SET', KEYS[1], now)
+redis.call('DEL', KEYS[2])
+return 1

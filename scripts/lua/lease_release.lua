@@ -1,0 +1,57 @@
+-- lease_release.lua: release one expired worker lease of one shard, exactly once (G8).
+--
+-- KEYS[1]    leases   fedtrack:{<ns>:<SS>}:leases           zset worker -> lease expiry (unix ms)
+-- KEYS[2]    lease    fedtrack:{<ns>:<SS>}:lease:<worker>   hash domain -> the worker's in-flight count
+-- KEYS[3]    changed  fedtrack:{<ns>:<SS>}:changed          set of domains changed since the last flush
+-- KEYS[3+i]  the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
+-- ARGV[1]    worker id
+-- ARGV[1+i]  domain i: every field of the lease hash, as the caller read it
+--
+-- Re-checks that the lease is still expired (a worker that pushed meanwhile renewed it),
+-- removes it from the zset (so only one caller ever releases it), subtracts each
+-- contribution from the domain's queued_messages (never below 0), marks those domains
+-- changed and deletes the lease hash.
+-- Returns 1 released; 0 nothing to do (no such lease, someone else released it, or it
+-- was renewed); -1 the lease hash holds a domain that is not in ARGV (read it again).
+-- Clock: the Redis server's TIME in milliseconds, compared with the lease expiry.
+
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) > now_ms then
+  return 0
+end
+if #KEYS ~= #ARGV + 2 then
+  return redis.error_reply('lease_release: KEYS and ARGV do not match')
+end
+local keys = {}
+for i = 2, #ARGV do
+  keys[ARGV[i]] = KEYS[i + 2]
+end
+local lease = redis.call('HGETALL', KEYS[2])
+for i = 1, #lease, 2 do
+  if not keys[lease[i]] then
+    return -1
+  end
+end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+for i = 1, #lease, 2 do
+  local domain = lease[i]
+  local held = tonumber(lease[i + 1]) or 0
+  if held ~= 0 then
+    local key = keys[domain]
+    local current = tonumber(redis.call('HGET', key, 'queued_messages') or '0')
+    local updated = current - held
+    if updated < 0 then
+      updated = 0
+    end
+    if updated ~= current then
+      redis.call('HSET', key, 'queued_messages', updated)
+      redis.call('SADD', KEYS[3], domain)
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+return 1

@@ -1,0 +1,146 @@
+-- push.lua: apply one chunk of one worker's batched deltas to one shard, at most once.
+--
+-- KEYS[1]    hydrated  fedtrack:{<ns>:<SS>}:hydrated         string; absent: refuse the chunk
+-- KEYS[2]    acks      fedtrack:{<ns>:<SS>}:acks             hash worker -> last applied seq
+-- KEYS[3]    ackseen   fedtrack:{<ns>:<SS>}:ackseen          zset worker -> unix s of last apply
+-- KEYS[4]    active    fedtrack:{<ns>:<SS>}:active           zset domain -> last_active
+-- KEYS[5]    changed   fedtrack:{<ns>:<SS>}:changed          set of domains changed since the last flush
+-- KEYS[6]    leases    fedtrack:{<ns>:<SS>}:leases           zset worker -> lease expiry (unix ms)
+-- KEYS[7]    lease     fedtrack:{<ns>:<SS>}:lease:<worker>   hash domain -> this worker's in-flight count
+-- KEYS[7+i]  the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV
+-- ARGV[1]    worker id
+-- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
+-- ARGV[3]    lease TTL in milliseconds
+-- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[7+i]),
+--            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
+--   domain     the normalized domain (member of active/changed, field of the lease hash)
+--   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
+--              the difference with the lease hash is applied to queued_messages (never < 0)
+--   counters   nine comma-separated non-negative deltas: failed_http, failed_https,
+--              failed_smtp, success_http, success_https, success_smtp,
+--              successful_deliveries, inbound_deliveries, total_latency_ms
+--   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
+--
+-- Returns {status, lease_absent, fields}:
+--   status        1 applied; 2 duplicate (seq already applied: nothing done, acknowledge);
+--                 0 refused, the shard is not hydrated (nothing done, retry unchanged);
+--                 -1 malformed chunk (nothing done)
+--   lease_absent  1 when the worker held no lease on this shard before the chunk (it must
+--                 re-send all its in-flight counts for the shard), else 0
+--   fields        number of domain-hash fields written (counters, h<b>, queued, last_active)
+-- Every argument is checked before the first write, so a chunk applies whole or not at all.
+-- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
+
+local unpack = table.unpack or unpack
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, 0, 0}
+end
+local worker = ARGV[1]
+local seq = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local retention = tonumber(ARGV[4])
+if not seq or not ttl or not retention or #ARGV ~= 5 then
+  return {-1, 0, 0}
+end
+local last = redis.call('HGET', KEYS[2], worker)
+if last and tonumber(last) >= seq then
+  return {2, 0, 0}
+end
+
+local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
+
+-- 1. check the whole chunk before writing anything: every character must belong to a
+--    well-formed line, and there must be one line per domain key
+local rest, lines = string.gsub(ARGV[5], LINE .. '\n?', '')
+if rest ~= '' or lines ~= #KEYS - 7 then
+  return {-1, 0, 0}
+end
+
+-- 2. apply
+local time = redis.call('TIME')
+local now = tonumber(time[1])
+local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
+local lease_absent = 0
+if not redis.call('ZSCORE', KEYS[6], worker) then
+  lease_absent = 1
+end
+local fields = 0
+local scored = {}
+local members = {}
+
+local function flush_members()
+  if #scored > 0 then
+    redis.call('ZADD', KEYS[4], unpack(scored))
+    redis.call('SADD', KEYS[5], unpack(members))
+    scored = {}
+    members = {}
+  end
+end
+
+local i = 7
+for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmatch(ARGV[5], LINE) do
+  i = i + 1
+  local key = KEYS[i]
+  local stamped = false
+  if c1 ~= '0' then redis.call('HINCRBY', key, 'failed_http', c1); fields = fields + 1 end
+  if c2 ~= '0' then redis.call('HINCRBY', key, 'failed_https', c2); fields = fields + 1 end
+  if c3 ~= '0' then redis.call('HINCRBY', key, 'failed_smtp', c3); fields = fields + 1 end
+  if c4 ~= '0' then redis.call('HINCRBY', key, 'success_http', c4); fields = fields + 1 end
+  if c5 ~= '0' then redis.call('HINCRBY', key, 'success_https', c5); fields = fields + 1 end
+  if c6 ~= '0' then redis.call('HINCRBY', key, 'success_smtp', c6); fields = fields + 1 end
+  if c7 ~= '0' then redis.call('HINCRBY', key, 'successful_deliveries', c7); fields = fields + 1 end
+  if c8 ~= '0' then redis.call('HINCRBY', key, 'inbound_deliveries', c8); fields = fields + 1 end
+  if c9 ~= '0' then redis.call('HINCRBY', key, 'total_latency_ms', c9); fields = fields + 1 end
+  if histogram ~= '' then
+    for bucket, count in string.gmatch(histogram, '(%d+):(%d+)') do
+      redis.call('HINCRBY', key, 'h' .. bucket, count)
+      fields = fields + 1
+    end
+  end
+  if queued ~= '' then
+    local wanted = tonumber(queued)
+    local held = tonumber(redis.call('HGET', KEYS[7], domain) or '0')
+    if wanted ~= held then
+      local current = tonumber(redis.call('HGET', key, 'queued_messages') or '0')
+      local updated = current + wanted - held
+      if updated < 0 then
+        updated = 0
+      end
+      redis.call('HSET', key, 'queued_messages', updated, 'last_active', now)
+      stamped = true
+      fields = fields + 1
+      if wanted == 0 then
+        redis.call('HDEL', KEYS[7], domain)
+      else
+        redis.call('HSET', KEYS[7], domain, queued)
+      end
+    end
+  end
+  if not stamped then
+    redis.call('HSET', key, 'last_active', now)
+  end
+  fields = fields + 1
+  scored[#scored + 1] = now
+  scored[#scored + 1] = domain
+  members[#members + 1] = domain
+  if #members >= 1000 then
+    flush_members()
+  end
+end
+flush_members()
+
+redis.call('HSET', KEYS[2], worker, ARGV[2])
+redis.call('ZADD', KEYS[3], now, worker)
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention, 'LIMIT', 0, 8)
+for _, old in ipairs(stale) do
+  redis.call('HDEL', KEYS[2], old)
+  redis.call('ZREM', KEYS[3], old)
+end
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('ZADD', KEYS[6], now_ms + ttl, worker)
+else
+  redis.call('ZREM', KEYS[6], worker)
+end
+return {1, lease_absent, fields}

@@ -1,0 +1,393 @@
+"""`Flusher`: copy the changed Redis stats into the database, from exactly one process (G4, G5).
+
+Every process may run a Flusher; one of them leads (`election.Election`: a Redis lock
+with a TTL plus a fencing token from the database) and writes. Each tick (about a
+second) every Flusher, leader or standby:
+
+* checks the 16 ``hydrated`` markers in one pipeline and hydrates missing shards
+  (`hydrate.hydrate_shards`), so any process notices a Redis that came back empty;
+* releases expired queue leases (``leases.reap_expired_leases``, when the tracker
+  provides it);
+* if standby, tries to take the lock (sleeping until its TTL runs out, not longer);
+* if leader and the interval has passed, flushes.
+
+A flush reads each shard's changed domains with ``flush_read.lua`` (one atomic snapshot
+of the domains' hashes and the shard's acks; a shard without its marker is skipped), then
+writes them as absolute values, with the acks, in ONE transaction whose first statement
+checks the fencing token. If anything fails the domains go back into the ``changed``
+sets (or stay in memory until Redis answers), and the flush is retried with a capped
+exponential backoff. The first flush after winning the lock is a full one (every domain
+of the activity index), which repairs a predecessor killed between its read and its
+commit.
+
+`flush_once()` works with or without `start()`: if this flusher is not the leader it
+tries to become it (the lock may be free), then flushes. Without `start()` nobody renews
+the lock between calls, so it lapses ``lock_ttl`` after the last call unless `stop()`
+releases it first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from redis import Redis, RedisError
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+
+from . import hydrate, scripts
+from .connections import database_engine, redis_client
+from .election import Election
+from .errors import BackendUnavailableError, ConfigurationError, FedtrackError, FencedOutError
+from .keys import SHARDS, NamespaceKeys
+from .store import migrate
+from .store import stats as store
+from .store.schema import COUNTER_COLUMNS
+
+log = logging.getLogger("fedtrack_redis.flusher")
+
+#: Seconds between ticks at most (marker checks, lease reaping, standby lock attempts).
+TICK = 1.0
+_COUNTERS_ARG = ",".join(COUNTER_COLUMNS)
+
+
+@dataclass
+class _Snapshot:
+    """One shard's share of a flush: the domains taken from Redis, their lines, the acks."""
+
+    shard: int
+    domains: list[str]
+    lines: list[str] = field(default_factory=list)
+    acks: list[tuple[int, str, int]] = field(default_factory=list)
+
+
+class Flusher:
+    """Persist the per-domain stats of a namespace; see the module docstring."""
+
+    def __init__(
+        self,
+        redis: str | Redis,
+        database: str | sa.Engine,
+        *,
+        namespace: str = "default",
+        interval: float = 30.0,
+        lock_ttl: float = 10.0,
+    ) -> None:
+        for name, value in (("interval", interval), ("lock_ttl", lock_ttl)):
+            if not isinstance(value, int | float) or not 0 < value < 86400:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        self.keys = NamespaceKeys(namespace)
+        self.interval = float(interval)
+        self.lock_ttl = float(lock_ttl)
+        self._redis_source = redis
+        self._database_source = database
+        self._client: Redis | None = None
+        self._engine: sa.Engine | None = None
+        self._election: Election | None = None
+        self._migrated = False
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        #: Domains taken out of Redis's changed sets and not yet committed, per shard.
+        self._pending: dict[int, set[str]] = {}
+        self._full_term = 0
+        self._fenced = False
+        self._reap: Callable[[Redis, NamespaceKeys], int] | None = None
+        self._reap_checked = False
+        self._read_script: Script | None = None
+        #: Test hook: called with "before_transaction", "after_read", "before_commit".
+        self._hook: Callable[[str], None] | None = None
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this flusher holds the lock and a fencing token right now."""
+        return self._election is not None and self._election.is_leader
+
+    def start(self) -> Flusher:
+        """Start the background threads (idempotent); returns self."""
+        if self._stopped:
+            raise ConfigurationError("a stopped Flusher cannot be started again")
+        if self._thread is None:
+            self._connect().start()
+            self._thread = threading.Thread(target=self._run, name="fedtrack-flusher", daemon=True)
+            self._thread.start()
+        return self
+
+    def flush_once(self) -> int:
+        """Flush now if leader (becoming it if the lock is free); rows written, else 0.
+
+        Raises `BackendUnavailableError` when Redis or the database cannot be reached (the
+        domains are kept for the next flush). Returns 0 when another flusher leads,
+        including when a newer leader fenced this one out mid-flush.
+        """
+        if self._stopped:
+            return 0
+        with self._flush_lock:
+            try:
+                self._prepare()
+                election = self._connect()
+                for _attempt in range(2):  # once more if fenced out by a hydration
+                    if election.is_leader:
+                        election.renew()  # also notices a lock lost with Redis's data
+                    if not election.is_leader and election.try_acquire() > 0:
+                        return 0
+                    self._fenced = False
+                    rows = self._flush()
+                    if not self._fenced:
+                        return rows
+                return 0
+            except RedisError as exc:
+                raise BackendUnavailableError(f"Redis unavailable while flushing: {exc}") from exc
+            except sa.exc.DBAPIError as exc:
+                raise BackendUnavailableError(
+                    f"database unavailable while flushing: {exc.orig}"
+                ) from exc
+
+    def stop(self) -> None:
+        """Stop the threads, flush a last time when leader, release the lock (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(30.0, 3 * self.lock_ttl))
+        election = self._election
+        if election is not None:
+            if election.is_leader:
+                with self._flush_lock:
+                    try:
+                        self._flush()
+                    except Exception as exc:
+                        log.warning("final flush failed (%s); the next leader writes it", exc)
+                        self._give_back()
+            election.stop()
+            election.release()
+        if self._client is not None:
+            self._client.close()
+        if self._engine is not None and not isinstance(self._database_source, sa.Engine):
+            self._engine.dispose()
+
+    close = stop
+
+    def __enter__(self) -> Flusher:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- the background thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = ExponentialBackoff(cap=self.interval, base=min(0.25, self.interval / 4))
+        failures = 0
+        next_flush = 0.0  # flush as soon as we lead
+        tick = min(TICK, self.interval, self.lock_ttl / 4)
+        while not self._stop.is_set():
+            wait = tick
+            try:
+                with self._flush_lock:
+                    self._prepare()
+                    self._reap_leases()
+                    election = self._connect()
+                    if not election.is_leader:
+                        free_in = election.try_acquire()
+                        if free_in > 0:
+                            wait = min(tick, free_in + 0.005)
+                        else:
+                            next_flush = 0.0
+                    if election.is_leader and time.monotonic() >= next_flush:
+                        self._flush()
+                        failures = 0
+                        next_flush = time.monotonic() + self.interval
+                    if election.is_leader:
+                        wait = min(tick, max(0.0, next_flush - time.monotonic()))
+            except Exception as exc:
+                failures += 1
+                wait = backoff.compute(failures)
+                next_flush = time.monotonic() + wait
+                if isinstance(exc, RedisError | sa.exc.DBAPIError | BackendUnavailableError):
+                    log.warning("flusher: %s; retrying in %.2f s", _describe(exc), wait)
+                else:
+                    log.exception("flusher: unexpected error; retrying in %.2f s", wait)
+            self._stop.wait(wait)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _connect(self) -> Election:
+        if self._election is None:
+            self._client = redis_client(self._redis_source)
+            self._engine = database_engine(self._database_source)
+            self._read_script = scripts.register(self._client, "flush_read")
+            self._election = Election(self._client, self.keys, self._engine, ttl=self.lock_ttl)
+        return self._election
+
+    def _prepare(self) -> None:
+        """Create missing tables once; hydrate shards whose marker is missing."""
+        election = self._connect()
+        assert self._client is not None and self._engine is not None
+        if not self._migrated:
+            migrate.upgrade(self._engine)
+            self._migrated = True
+        missing = hydrate.missing_shards(self._client, self.keys)
+        if missing:
+            log.warning("shards %s lost their data: hydrating them from the database", missing)
+            try:
+                hydrate.hydrate_shards(self._client, self.keys, self._engine, missing)
+            except FedtrackError as exc:  # flush the other shards anyway; retried next tick
+                log.warning("hydration failed (%s)", exc)
+            if election.is_leader:  # hydrating took a fencing token: take a newer one
+                election.refresh_fence()
+
+    def _reap_leases(self) -> None:
+        if not self._reap_checked:
+            self._reap_checked = True
+            try:
+                from .leases import reap_expired_leases  # type: ignore[import-not-found,unused-ignore]
+
+                self._reap = reap_expired_leases
+            except ImportError:
+                self._reap = None
+        if self._reap is not None and self._client is not None:
+            try:
+                self._reap(self._client, self.keys)
+            except Exception as exc:
+                log.warning("releasing expired queue leases failed (%s)", exc)
+
+    def _flush(self) -> int:
+        election = self._connect()
+        fence = election.fence
+        if fence is None:
+            return 0
+        assert self._engine is not None
+        started = time.perf_counter()
+        full = election.term != self._full_term
+        candidates = self._candidates(full)
+        if self._hook is not None:
+            self._hook("before_transaction")
+        snapshots: list[_Snapshot] = []
+        try:
+            with self._engine.begin() as connection:
+                store.set_timeouts(connection, self.lock_ttl / 2)
+                store.check_fence(connection, fence)  # holds the token row until commit
+                rows = self._copy(connection, candidates, snapshots)
+                if self._hook is not None:
+                    self._hook("after_read")
+                store.upsert_acks(connection, [ack for snap in snapshots for ack in snap.acks])
+                for snap in snapshots:
+                    store.prune_acks(connection, snap.shard, (worker for _, worker, _ in snap.acks))
+                if self._hook is not None:
+                    self._hook("before_commit")
+        except FencedOutError as exc:
+            self._give_back()
+            self._fenced = True
+            log.warning("flush refused, nothing written: %s", exc)
+            election.drop(str(exc))
+            return 0
+        except BaseException:
+            self._give_back()
+            raise
+        for snap in snapshots:
+            self._pending.pop(snap.shard, None)
+        if full:
+            self._full_term = election.term
+        log.info(
+            "flushed %d rows%s in %.3f s (fencing token %d)",
+            rows,
+            " (full)" if full else "",
+            time.perf_counter() - started,
+            fence,
+        )
+        return rows
+
+    def _candidates(self, full: bool) -> dict[int, set[str]]:
+        """Per shard: its changed domains (all active ones if `full`) and those we owe."""
+        assert self._client is not None
+        with self._client.pipeline(transaction=False) as pipe:
+            for shard in self.keys.shards:
+                pipe.smembers(shard.changed)
+                if full:
+                    pipe.zrange(shard.active, 0, -1)
+            replies = pipe.execute()
+        per_shard = 2 if full else 1
+        candidates: dict[int, set[str]] = {}
+        for index in range(SHARDS):
+            domains: set[str] = set(replies[index * per_shard])
+            if full:
+                domains.update(replies[index * per_shard + 1])
+            domains |= self._pending.get(index, set())
+            if domains:
+                candidates[index] = domains
+        return candidates
+
+    def _copy(
+        self,
+        connection: sa.Connection,
+        candidates: dict[int, set[str]],
+        snapshots: list[_Snapshot],
+    ) -> int:
+        """Read each shard's snapshot and write it; PostgreSQL writes one shard while the
+        next is read from Redis. Returns the rows written; fills `snapshots`."""
+        writer = store.StatsWriter(connection)
+        try:
+            for index, domains in candidates.items():
+                snapshot = self._read_shard(index, domains)
+                if snapshot is not None:
+                    snapshots.append(snapshot)
+                    writer.put(snapshot.lines)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
+
+    def _read_shard(self, index: int, candidates: set[str]) -> _Snapshot | None:
+        shard = self.keys.shards[index]
+        assert self._read_script is not None
+        domains = sorted(candidates)
+        prefix = len(shard.domain(""))
+        while True:
+            reply = self._read_script(
+                keys=[shard.changed, shard.hydrated, shard.acks]
+                + [shard.domain(domain) for domain in domains],
+                args=[_COUNTERS_ARG, prefix],
+            )
+            code = int(reply[0])
+            if code == 0:  # not hydrated (yet): nothing taken
+                return None
+            if code == 1:  # more changed domains than we knew of: take them too
+                domains = sorted(candidates.union(reply[1:], domains))
+                continue
+            # The changed set is gone from Redis: we owe these domains to the database.
+            self._pending.setdefault(index, set()).update(domains)
+            flat = str(reply[1]).split(",") if reply[1] else []
+            acks = [(index, flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            lines = str(reply[2]).split("\n") if reply[2] else []
+            return _Snapshot(index, domains, lines, acks)
+
+    def _give_back(self) -> None:
+        """Put domains taken but not committed back into the changed sets (or keep them)."""
+        if not self._pending or self._client is None:
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for index, domains in self._pending.items():
+                    pipe.sadd(self.keys.shards[index].changed, *domains)
+                pipe.execute()
+        except RedisError as exc:
+            log.warning("could not return changed domains to Redis (%s); kept in memory", exc)
+            return
+        self._pending.clear()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, sa.exc.DBAPIError):
+        return f"database unavailable ({type(exc.orig).__name__}: {exc.orig})".strip()
+    if isinstance(exc, RedisError):
+        return f"Redis unavailable ({type(exc).__name__}: {exc})"
+    return str(exc)

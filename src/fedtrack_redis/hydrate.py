@@ -1,0 +1,205 @@
+"""Add PostgreSQL's totals back into a Redis that lost its data (G6).
+
+PostgreSQL is the durable copy. A shard whose ``hydrated`` marker is missing has lost
+its data (restart without persistence, failover to an empty replica, ``FLUSHALL``), and
+until the marker is back every push to it is refused (the tracker retries, unchanged)
+and no flush of it runs. `hydrate_shards` restores such shards:
+
+1. In one database transaction it takes a new fencing token (`stats.bump_fence`), which
+   waits for a flush in flight and fences out every flush whose Redis snapshot was read
+   before the loss, then reads every stats row and every push acknowledgement. Rows are
+   assigned to shards in Python (``keys.shard_of(domain)``; the table has no shard
+   column), sorted by domain.
+2. Each shard's rows are cut into chunks of `CHUNK_DOMAINS` and applied in order by
+   ``hydrate.lua``, which adds them (counters except ``queued_messages``, the latency
+   histogram, ``last_active`` as a maximum, the activity index) and records progress in
+   the shard's ``hydrating`` hash, so each chunk is applied exactly once even with
+   several hydrators at work or one dying midway. The last chunk restores the acks and
+   sets the marker. An empty database sets the marker and adds nothing.
+
+Chunks are the same for every hydrator, because the rows of a shard cannot change while
+it is unhydrated (no flush of it runs); a digest of the whole plan is checked anyway.
+A read older than `MAX_READ_AGE` seconds (by the Redis server's clock) is not applied,
+which bounds how stale a frozen hydrator's data can be when it wakes up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+import sqlalchemy as sa
+from redis.commands.core import Script
+
+from . import scripts
+from .errors import BackendUnavailableError, FedtrackError
+from .keys import SHARDS, NamespaceKeys, ShardKeys, shard_of
+from .store import migrate
+from .store import stats as store
+from .store.schema import COUNTER_COLUMNS
+
+log = logging.getLogger("fedtrack_redis.hydrate")
+
+#: Domains per ``hydrate.lua`` call (a few milliseconds of Redis time each).
+CHUNK_DOMAINS = 1000
+#: A database read older than this (seconds, Redis clock) is read again before applying.
+MAX_READ_AGE = 30.0
+#: Bound on the database's waits (for the fencing token row) while reading.
+DATABASE_TIMEOUT = 15.0
+MAX_ATTEMPTS = 5
+
+#: Counter names in stats-line order for ``hydrate.lua``: ``-`` marks a column that is
+#: not restored (``queued_messages`` is a gauge that live workers re-assert).
+_RESTORED = ",".join("-" if name == "queued_messages" else name for name in COUNTER_COLUMNS)
+
+# hydrate.lua status codes
+_DONE, _APPLIED, _SKIPPED = 2, 1, 0
+_OUTCOMES = {-1: "progress lost", -2: "read too old", -3: "different plan in progress"}
+
+
+@dataclass
+class _Plan:
+    """One shard's rows cut into chunks, with the acks its last chunk restores."""
+
+    chunks: list[list[str]] = field(default_factory=list)
+    acks: str = ""
+    digest: str = ""
+
+
+def missing_shards(
+    client: redis.Redis, keys: NamespaceKeys, shards: Iterable[int] | None = None
+) -> list[int]:
+    """Shards (of `shards`, default all) whose ``hydrated`` marker is missing: one round trip."""
+    wanted = _shard_list(shards)
+    with client.pipeline(transaction=False) as pipe:
+        for shard in wanted:
+            pipe.exists(keys.shards[shard].hydrated)
+        present = pipe.execute()
+    return [shard for shard, exists in zip(wanted, present, strict=True) if not exists]
+
+
+def hydrate_shards(
+    client: redis.Redis,
+    keys: NamespaceKeys,
+    engine: sa.Engine,
+    shards: Iterable[int] | None = None,
+) -> int:
+    """Restore every shard (of `shards`, default all) whose marker is missing.
+
+    Returns the number of domains restored by this call (0 when every marker was
+    present, or when another process applied the chunks). Creates missing tables first.
+    Safe to call from several processes at once and more than once: each chunk is
+    applied exactly once. Raises `BackendUnavailableError` when Redis or the database
+    cannot be reached.
+    """
+    wanted = _shard_list(shards)
+    script = scripts.register(client, "hydrate")
+    restored = 0
+    try:
+        migrate.upgrade(engine)
+        missing = missing_shards(client, keys, wanted)
+        shards_done = list(missing)
+        for _attempt in range(MAX_ATTEMPTS):
+            if not missing:
+                if shards_done:
+                    log.info("hydrated shards %s: %d domains restored", shards_done, restored)
+                return restored
+            read_at = int(client.time()[0])
+            plans = _read_plans(engine, missing)
+            again: list[int] = []
+            for shard in missing:
+                count, done = _apply(script, keys.shards[shard], plans[shard], read_at)
+                restored += count
+                if not done:
+                    again.append(shard)
+            missing = again
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"Redis unavailable while hydrating: {exc}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise BackendUnavailableError(f"database unavailable while hydrating: {exc.orig}") from exc
+    if missing:
+        raise FedtrackError(f"could not hydrate shards {missing} after {MAX_ATTEMPTS} attempts")
+    return restored
+
+
+def _shard_list(shards: Iterable[int] | None) -> list[int]:
+    if shards is None:
+        return list(range(SHARDS))
+    wanted = sorted(set(shards))
+    for shard in wanted:
+        if not isinstance(shard, int) or not 0 <= shard < SHARDS:
+            raise ValueError(f"shard must be an integer in 0..{SHARDS - 1}, got {shard!r}")
+    return wanted
+
+
+def _read_plans(engine: sa.Engine, shards: list[int]) -> dict[int, _Plan]:
+    """Read rows and acks in one transaction that also takes a new fencing token."""
+    with engine.begin() as connection:
+        store.set_timeouts(connection, DATABASE_TIMEOUT)
+        store.bump_fence(connection)  # fence out flushes of snapshots read before the loss
+        lines = store.load_lines(connection)
+        acks = store.load_acks(connection)
+    wanted = set(shards)
+    per_shard: dict[int, list[str]] = {shard: [] for shard in shards}
+    for line in lines:
+        shard = shard_of(line[: line.index("\t")])
+        if shard in wanted:
+            per_shard[shard].append(line)
+    ack_pairs: dict[int, list[str]] = {shard: [] for shard in shards}
+    for shard, worker, seq in acks:
+        if shard in wanted:
+            ack_pairs[shard] += [worker, str(seq)]
+    plans: dict[int, _Plan] = {}
+    for shard in shards:
+        rows = per_shard[shard]
+        chunks = [rows[i : i + CHUNK_DOMAINS] for i in range(0, len(rows), CHUNK_DOMAINS)]
+        acks_text = ",".join(ack_pairs[shard])
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update("\n".join(rows).encode())
+        digest.update(b"\0" + acks_text.encode())
+        plans[shard] = _Plan(chunks=chunks or [[]], acks=acks_text, digest=digest.hexdigest())
+    return plans
+
+
+def apply_chunk(script: Script, shard: ShardKeys, plan: _Plan, index: int, read_at: int) -> int:
+    """Run ``hydrate.lua`` for chunk `index` of `plan`; return its status code."""
+    chunk = plan.chunks[index]
+    last = index == len(plan.chunks) - 1
+    fixed = [shard.hydrated, shard.hydrating, shard.active, shard.acks, shard.ack_seen]
+    domain_keys = [shard.domain(line[: line.index("\t")]) for line in chunk]
+    args: list[str | int | float] = [
+        index,
+        len(plan.chunks),
+        plan.digest,
+        read_at,
+        MAX_READ_AGE,
+        plan.acks if last else "",
+        _RESTORED,
+        "\n".join(chunk),
+    ]
+    return int(script(keys=fixed + domain_keys, args=args))
+
+
+def _apply(script: Script, shard: ShardKeys, plan: _Plan, read_at: int) -> tuple[int, bool]:
+    """Apply a plan's chunks in order; return (domains restored, shard done)."""
+    restored = 0
+    for index, chunk in enumerate(plan.chunks):
+        code = apply_chunk(script, shard, plan, index, read_at)
+        if code == _DONE:
+            return restored, True
+        if code == _APPLIED:
+            restored += len(chunk)
+            if index == len(plan.chunks) - 1:
+                log.debug("shard %02d hydrated (%d domains)", shard.shard, restored)
+        elif code != _SKIPPED:
+            log.warning(
+                "hydrating shard %02d: chunk %d refused (%s); reading the database again",
+                shard.shard,
+                index,
+                _OUTCOMES.get(code, f"code {code}"),
+            )
+            return restored, False
+    return restored, True

@@ -1,0 +1,105 @@
+"""Queue leases (G8): a dead worker's in-flight counts leave ``queued_messages``.
+
+Each push refreshes the worker's lease on the shard (push.lua: expiry = server TIME +
+lease TTL) and keeps its absolute in-flight count per domain in the lease hash. A worker
+that stops pushing (SIGKILL, freeze, partition) lets its leases expire; any live tracker
+(every 5 s) or flusher then calls `reap_expired_leases`, which releases each expired
+lease with lease_release.lua: the script re-checks the expiry with the server's clock,
+and its ZREM makes the release happen exactly once however many processes race for it.
+A worker that comes back finds its lease gone (push.lua says so) and re-sends its counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import weakref
+
+import redis
+from redis.commands.core import Script
+
+from . import scripts
+from .errors import ConfigurationError
+from .keys import NamespaceKeys, ShardKeys, validate_worker_id
+
+log = logging.getLogger("fedtrack_redis.leases")
+
+#: How often a live tracker looks for expired leases (§2.1: released ≤ 15 s after expiry).
+REAP_INTERVAL = 5.0
+#: Expired workers handled per shard and pass (the rest wait for the next pass).
+REAP_LIMIT = 100
+
+_DOMAIN = re.compile(r"^[a-z0-9.:-]{1,253}$")
+
+
+def server_time_ms(client: redis.Redis) -> int:
+    """The Redis server's clock in unix milliseconds (the clock of every lease)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def reap_expired_leases(
+    client: redis.Redis, keys: NamespaceKeys, *, limit: int = REAP_LIMIT
+) -> int:
+    """Release every expired lease of the namespace; return how many this call released.
+
+    Safe to call from any number of processes at once. Raises `redis.RedisError` when
+    Redis cannot be reached (callers retry on their next pass).
+    """
+    release = _release_script(client)
+    now_ms = server_time_ms(client)
+    with client.pipeline(transaction=False) as pipe:
+        for shard in keys.shards:
+            pipe.zrangebyscore(shard.leases, "-inf", now_ms, start=0, num=limit)
+        expired: list[list[str]] = pipe.execute()
+    released = 0
+    for shard, workers in zip(keys.shards, expired, strict=True):
+        for worker in workers:
+            released += _release(client, release, shard, _text(worker))
+    return released
+
+
+_scripts: weakref.WeakKeyDictionary[redis.Redis, Script] = weakref.WeakKeyDictionary()
+_scripts_lock = threading.Lock()
+
+
+def _release_script(client: redis.Redis) -> Script:
+    """lease_release.lua registered once per client (it reloads itself after NOSCRIPT)."""
+    with _scripts_lock:
+        script = _scripts.get(client)
+        if script is None:
+            script = _scripts[client] = scripts.register(client, "lease_release")
+        return script
+
+
+def _release(client: redis.Redis, release: Script, shard: ShardKeys, worker: str) -> int:
+    try:
+        validate_worker_id(worker)
+    except ConfigurationError:
+        log.error("lease of an invalid worker id %r in %s; left alone", worker, shard.leases)
+        return 0
+    for _attempt in range(3):
+        held = client.hgetall(shard.lease(worker))
+        domains = [_text(domain) for domain in held]
+        bad = [domain for domain in domains if not _DOMAIN.match(domain)]
+        if bad:
+            log.error("lease %s holds invalid domains %r; left alone", shard.lease(worker), bad[:3])
+            return 0
+        outcome = int(
+            release(
+                keys=[shard.leases, shard.lease(worker), shard.changed]
+                + [shard.domain(domain) for domain in domains],
+                args=[worker, *domains],
+                client=client,
+            )
+        )
+        if outcome >= 0:
+            if outcome:
+                log.info("released the expired queue lease of worker %s on %s", worker, shard.base)
+            return outcome
+    return 0
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,351 @@
+"""`FederationTracker`: per-domain delivery diagnostics shared by a cluster of workers (§2).
+
+The tracker is three parts with one job each: the `Recorder` it extends (the hot path,
+process memory only, G1), a `Pusher` thread (the exactly-once push protocol, G2/G3/G6/G8)
+and the reads below, which always ask Redis so every worker sees the cluster's totals.
+
+Life cycle: the constructor starts the push thread (no other I/O); `close()` stops it,
+releases this worker's queue leases and pushes what is left. It also runs at interpreter
+exit, and on SIGTERM when the application left SIGTERM to its default: while a tracker
+lives, the handler closes every live tracker on a helper thread, then lets the default
+action terminate the process (once the last tracker is closed the default comes back).
+An application with its own SIGTERM handler calls `close()` from it. In a
+child forked from a process with live trackers, each tracker carries on under a new
+worker id with an empty batch (the parent pushes what was recorded before the fork); a
+child that leaves with ``os._exit`` (as multiprocessing workers do) must call `close()`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import threading
+import weakref
+from types import FrameType
+from typing import TYPE_CHECKING, cast
+
+import redis
+import sqlalchemy as sa
+
+from .batch import Recorder
+from .config import positive_seconds
+from .connections import database_engine, redis_client
+from .domain import normalize_domain
+from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
+from .keys import NamespaceKeys, validate_worker_id
+from .pusher import Pusher, PushStats
+from .stats import ServerStat
+
+if TYPE_CHECKING:
+    from .flusher import Flusher
+
+log = logging.getLogger("fedtrack_redis.tracker")
+
+#: How long `close()` (and so interpreter exit) waits for Redis to take the last batch.
+CLOSE_TIMEOUT = 10.0
+#: Domains read per pipeline by `get_all`.
+READ_PAGE = 1000
+
+
+def default_worker_id() -> str:
+    """A worker id unique per process: host, pid and random bits (``A-Za-z0-9_.-``)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class FederationTracker(Recorder):
+    """Cluster-wide per-domain delivery diagnostics (queue, failures, successes, latency).
+
+    ``redis`` is a Redis URL or client (the tracker opens its own connections from it).
+    Recording calls only touch process memory; a daemon thread pushes the batch every
+    ``push_interval`` seconds. ``worker_id`` must be unique per live process (default:
+    host, pid, random). In-flight counts are held under a lease of ``lease_ttl``
+    seconds, released by the cluster when this process dies. With ``database`` (a
+    SQLAlchemy URL or Engine) the tracker hydrates shards that Redis lost by itself.
+    """
+
+    def __init__(
+        self,
+        redis: str | redis.Redis,
+        *,
+        namespace: str = "default",
+        push_interval: float = 1.0,
+        worker_id: str | None = None,
+        lease_ttl: float = 30.0,
+        database: str | sa.Engine | None = None,
+    ) -> None:
+        super().__init__()
+        self.keys = NamespaceKeys(namespace)
+        self.namespace = namespace
+        self._default_id = worker_id is None
+        self.worker_id = default_worker_id() if worker_id is None else worker_id
+        validate_worker_id(self.worker_id)
+        self.push_interval = _seconds("push_interval", push_interval)
+        self.lease_ttl = _seconds("lease_ttl", lease_ttl)
+        if database is not None and not isinstance(database, str | sa.Engine):
+            raise ConfigurationError(
+                f"database must be a URL or a SQLAlchemy Engine, got {type(database).__name__}"
+            )
+        self._redis_source = redis
+        self._client = redis_client(redis)
+        self._database = database
+        self._engine: sa.Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._flushers: list[Flusher] = []
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._pusher = self._start_pusher()
+        _register(self)
+
+    def _start_pusher(self) -> Pusher:
+        pusher = Pusher(
+            self,
+            self._client,
+            self.keys,
+            self.worker_id,
+            interval=self.push_interval,
+            lease_ttl=self.lease_ttl,
+            hydrate=self._hydrate_shards if self._database is not None else None,
+        )
+        pusher.start()
+        return pusher
+
+    def _after_fork(self) -> None:
+        """In a forked child: carry on as a worker of its own, with an empty batch.
+
+        The parent still owns (and pushes) what was recorded before the fork; the child
+        needs its own worker id, so that its sequence numbers and its lease never mix
+        with the parent's, and its own push thread (threads do not survive a fork).
+        """
+        Recorder.__init__(self)
+        if self._default_id:
+            self.worker_id = default_worker_id()
+        else:
+            self.worker_id = validate_worker_id(f"{self.worker_id[:100]}-f{os.getpid()}")
+        self._engine_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        if self._engine is not None:
+            self._engine.dispose(close=False)  # never reuse the parent's connections
+        self._flushers = []
+        self._pusher = self._start_pusher()
+
+    # -- reads (cluster-wide, from Redis) -------------------------------------------------
+
+    def get_all(self) -> list[ServerStat]:
+        """Every domain of the namespace, most recently active first (a fresh snapshot)."""
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for shard in self.keys.shards:
+                    pipe.zrevrange(shard.active, 0, -1, withscores=True)
+                ranked: list[list[tuple[str, float]]] = pipe.execute()
+            entries = [
+                (score, domain, shard)
+                for shard, members in zip(self.keys.shards, ranked, strict=True)
+                for domain, score in members
+            ]
+            entries.sort(key=lambda entry: (-entry[0], entry[1]))
+            stats: list[ServerStat] = []
+            for start in range(0, len(entries), READ_PAGE):
+                page = entries[start : start + READ_PAGE]
+                with self._client.pipeline(transaction=False) as pipe:
+                    for _score, domain, shard in page:
+                        pipe.hgetall(shard.domain(domain))
+                    hashes: list[dict[str, str]] = pipe.execute()
+                stats.extend(
+                    ServerStat.from_hash(domain, fields)
+                    for (_score, domain, _shard), fields in zip(page, hashes, strict=True)
+                    if fields
+                )
+        except redis.RedisError as exc:
+            raise BackendUnavailableError(f"reading the tracker's stats: {exc}") from exc
+        return stats
+
+    def get(self, domain: str) -> ServerStat | None:
+        """The stats of one domain (any spelling), or None when it was never recorded."""
+        name = normalize_domain(domain)
+        try:
+            fields = cast(
+                "dict[str, str]", self._client.hgetall(self.keys.shard_for(name).domain(name))
+            )
+        except redis.RedisError as exc:
+            raise BackendUnavailableError(f"reading the stats of {name}: {exc}") from exc
+        return ServerStat.from_hash(name, fields) if fields else None
+
+    # -- push, persistence ----------------------------------------------------------------
+
+    def push(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Push the pending batch now and wait until Redis acknowledged it.
+
+        Raises `BackendUnavailableError` when Redis stays unreachable (or a shard stays
+        unhydrated) for `timeout` seconds; the events stay pending, nothing is lost.
+        """
+        if self._closed:
+            raise FedtrackError("FederationTracker is closed")
+        self._pusher.push(timeout)
+
+    @property
+    def push_stats(self) -> PushStats:
+        """Counters of the push thread (chunks, fields, failures, hydrations)."""
+        return self._pusher.stats
+
+    def hydrate(self, database: str | sa.Engine) -> int:
+        """Add the database's persisted totals back into every shard Redis lost (G6).
+
+        Idempotent (shards already hydrated are skipped) and safe to run from many
+        processes at once. Creates missing tables. Returns what `hydrate_shards` returns.
+        """
+        from .hydrate import hydrate_shards
+
+        engine = database_engine(database)
+        try:
+            return hydrate_shards(self._client, self.keys, engine)
+        finally:
+            if engine is not database:
+                engine.dispose()
+
+    def start_flusher(self, database: str | sa.Engine, interval: float = 30.0) -> Flusher:
+        """Start a flusher (Redis → database) for this namespace; `close()` stops it."""
+        from .flusher import Flusher
+
+        flusher = Flusher(
+            self._redis_source, database, namespace=self.namespace, interval=interval
+        ).start()
+        self._flushers.append(flusher)
+        return flusher
+
+    def _hydrate_shards(self, shards: list[int]) -> None:
+        """Called by the pusher when push.lua refused unhydrated shards."""
+        from .hydrate import hydrate_shards
+
+        hydrate_shards(self._client, self.keys, self._database_engine(), shards=shards)
+
+    def _database_engine(self) -> sa.Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                assert self._database is not None
+                self._engine = database_engine(self._database)
+            return self._engine
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Stop the push thread, release this worker's queue leases, push what is left,
+        then stop the flushers started here (the leader flushes a last time). Idempotent.
+
+        Raises `BackendUnavailableError` when Redis did not take the last batch within
+        `timeout` seconds (those events are lost then).
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._pusher.stop()
+                self.release_inflight()
+                self._pusher.push(timeout)
+            except BackendUnavailableError as exc:
+                log.error("closing tracker %s: %s", self.worker_id, exc)
+                raise
+            finally:
+                for flusher in self._flushers:  # after the last push: they flush it too
+                    try:
+                        flusher.stop()
+                    except Exception:
+                        log.exception("stopping a flusher failed")
+                self._client.close()
+                if self._engine is not None and self._engine is not self._database:
+                    self._engine.dispose()
+                _unregister(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> FederationTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FederationTracker(namespace={self.namespace!r}, worker_id={self.worker_id!r})"
+
+
+def _seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name}: expected a number of seconds, got {value!r}")
+    return positive_seconds(name, value, value)
+
+
+# -- process-wide hooks: interpreter exit and SIGTERM ---------------------------------------
+
+_live: weakref.WeakSet[FederationTracker] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _register(tracker: FederationTracker) -> None:
+    global _atexit_registered
+    with _hooks_lock:
+        _live.add(tracker)
+        register_atexit = not _atexit_registered
+        _atexit_registered = True
+    if register_atexit:
+        atexit.register(close_all_trackers)
+    if _on_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _unregister(tracker: FederationTracker) -> None:
+    with _hooks_lock:
+        _live.discard(tracker)
+        last = not _live
+    # With no live tracker left, SIGTERM goes back to its default at once: a Python-level
+    # handler only runs when the main thread returns to Python code, so a process blocked
+    # in C (a multiprocessing worker waiting on a semaphore) could otherwise not be
+    # terminated at all.
+    if last and _on_main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _after_fork_in_child() -> None:
+    global _hooks_lock
+    _hooks_lock = threading.Lock()  # another thread may have held it at the fork
+    for tracker in list(_live):
+        if not tracker.closed:
+            tracker._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def close_all_trackers() -> None:
+    """Close every live tracker of the process (interpreter exit, SIGTERM)."""
+    with _hooks_lock:
+        trackers = list(_live)
+    for tracker in trackers:
+        try:
+            tracker.close()
+        except Exception:
+            log.exception("closing %r failed", tracker)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # The main thread may be inside a recording call holding a tracker's lock: close on a
+    # helper thread and return at once. A second SIGTERM terminates without waiting.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_close_then_terminate, name="fedtrack-sigterm").start()
+
+
+def _close_then_terminate() -> None:
+    close_all_trackers()
+    os.kill(os.getpid(), signal.SIGTERM)  # the default action now: terminate

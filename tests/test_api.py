@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fedtrack_redis import ConfigurationError
 from fedtrack_redis.api.app import create_app
 from fedtrack_redis.config import Settings
+from servers import wait_for
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -190,3 +191,36 @@ def test_openapi_document_lists_every_route(client: TestClient) -> None:
         "/metrics",
     ]:
         assert path in paths
+
+
+def test_metrics_show_this_process_push_and_leadership(
+    client: TestClient, settings: Settings
+) -> None:
+    from fedtrack_redis import FederationTracker
+
+    with FederationTracker(
+        settings.redis_url, namespace=settings.namespace, database=settings.database_url
+    ) as tracker:
+        tracker.record_success("m.example", 10, "HTTPS")
+        tracker.record_failure("m.example", "SMTP")
+        tracker.push()
+        flusher = tracker.start_flusher(settings.database_url, interval=60)
+        flusher.flush_once()  # the flusher's thread may have written the row already
+        wait_for(lambda: flusher.is_leader, 10, "the flusher to lead")
+        text = client.get("/metrics", headers=AUTH).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    push_count = [s for s in families["fedtrack_push_seconds"].samples if s.name.endswith("_count")]
+    assert push_count[0].value >= 1
+    assert families["fedtrack_leader"].samples[0].value == 1
+    assert families["fedtrack_flush_rows"].samples[0].value >= 1
+    events = {
+        (s.labels["field"], s.labels["transport"]): s.value
+        for s in families["fedtrack_events"].samples
+        if s.name == "fedtrack_events_total"
+    }
+    assert events[("success", "HTTPS")] == 1
+    assert events[("failure", "SMTP")] == 1
+    top = [
+        s for s in families["fedtrack_domain_events"].samples if s.labels["domain"] == "m.example"
+    ]
+    assert top

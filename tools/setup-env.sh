@@ -32,7 +32,9 @@ fi
 _ft_stamp=.venv/.fedtrack-installed
 if [ ! -f "$_ft_stamp" ] || [ pyproject.toml -nt "$_ft_stamp" ]; then
   echo "== installing fedtrack-redis and its test tools into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,dev]"
+  # (grep drops the warnings some machines' pip configuration prints about absent mirrors)
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+  .venv/bin/python -m pip install -q -e ".[test,dev]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+  .venv/bin/python -c 'import fedtrack_redis, playwright, aiosmtpd, httpx' # fail here if the install missed a package
   touch "$_ft_stamp"
 fi

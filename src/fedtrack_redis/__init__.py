@@ -17,9 +17,11 @@ from .errors import (
     NotInitializedError,
     PropagationPendingError,
 )
+from .flusher import Flusher
 from .globals import global_policy, global_tracker
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
+from .reads import StatsReader
 from .stats import ServerStat
 from .tracker import FederationTracker
 
@@ -31,6 +33,7 @@ __all__ = [
     "FederationTracker",
     "FedtrackError",
     "FencedOutError",
+    "Flusher",
     "InvalidDomainError",
     "InvalidPolicyError",
     "InvalidTransportError",
@@ -38,6 +41,7 @@ __all__ = [
     "PolicyStore",
     "PropagationPendingError",
     "ServerStat",
+    "StatsReader",
     "check_federation_policy",
     "global_policy",
     "global_tracker",

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from . import scripts
 from .errors import BackendUnavailableError
 from .keys import NamespaceKeys
+from .metrics import track_leadership
 from .store import stats as store
 
 log = logging.getLogger("fedtrack_redis.flusher")
@@ -57,6 +58,7 @@ class Election:
         self.term = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        track_leadership(self)
 
     # -- state ----------------------------------------------------------------------------
 

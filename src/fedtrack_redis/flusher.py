@@ -44,6 +44,7 @@ from .connections import database_engine, redis_client
 from .election import Election
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError, FencedOutError
 from .keys import SHARDS, NamespaceKeys
+from .metrics import FLUSH_ROWS, FLUSH_SECONDS
 from .store import migrate
 from .store import stats as store
 from .store.schema import COUNTER_COLUMNS
@@ -297,11 +298,14 @@ class Flusher:
             self._pending.pop(snap.shard, None)
         if full:
             self._full_term = election.term
+        duration = time.perf_counter() - started
+        FLUSH_SECONDS.observe(duration)
+        FLUSH_ROWS.inc(rows)
         log.info(
             "flushed %d rows%s in %.3f s (fencing token %d)",
             rows,
             " (full)" if full else "",
-            time.perf_counter() - started,
+            duration,
             fence,
         )
         return rows

@@ -6,11 +6,14 @@ serves them beside the cluster-wide figures it reads from Redis.
 
 from __future__ import annotations
 
+import weakref
+from typing import Protocol
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PUSH_SECONDS = Histogram(
     "fedtrack_push_seconds",
-    "Duration of one push.lua call (one shard chunk) as the worker saw it.",
+    "Duration of one push round (one pipelined push.lua call per shard) as the worker saw it.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 PUSH_RETRIES = Counter(
@@ -22,9 +25,23 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 FLUSH_ROWS = Counter("fedtrack_flush_rows_total", "Rows written to the database by this flusher.")
-LEADER = Gauge("fedtrack_leader", "1 while this process's flusher holds the leader lock.")
+LEADER = Gauge("fedtrack_leader", "1 while a flusher of this process holds the leader lock.")
 PROPAGATION_SECONDS = Histogram(
     "fedtrack_policy_propagation_seconds",
     "From a policy change being published to this process applying it (wall clocks).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0),
 )
+
+
+class _Leadership(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+
+_elections: weakref.WeakSet[_Leadership] = weakref.WeakSet()
+LEADER.set_function(lambda: float(any(e.is_leader for e in list(_elections))))
+
+
+def track_leadership(election: _Leadership) -> None:
+    """Count `election` in ``fedtrack_leader`` for as long as it lives."""
+    _elections.add(election)

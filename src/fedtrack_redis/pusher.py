@@ -43,6 +43,7 @@ from .chunk import Chunk
 from .errors import BackendUnavailableError
 from .keys import NamespaceKeys
 from .leases import REAP_INTERVAL, reap_expired_leases
+from .metrics import PUSH_RETRIES, PUSH_SECONDS
 from .pending import ShardQueues
 
 log = logging.getLogger("fedtrack_redis.push")
@@ -206,6 +207,7 @@ class Pusher:
             self._failed(calls, exc)
             return False
         sha = self._script.sha
+        started = time.perf_counter()
         try:
             connection.send_packed_command(  # type: ignore[no-untyped-call]
                 [chunk.packed(sha) for chunk in calls]
@@ -222,6 +224,7 @@ class Pusher:
             return False
         finally:
             pool.release(connection)
+        PUSH_SECONDS.observe(time.perf_counter() - started)
         return self._handle(calls, results)
 
     def _handle(self, calls: list[Chunk], results: list[object]) -> bool:
@@ -273,6 +276,7 @@ class Pusher:
 
     def _failed(self, calls: list[Chunk], exc: object) -> None:
         self.stats.failures += 1
+        PUSH_RETRIES.inc(len(calls))
         attempts = max(chunk.attempts for chunk in calls)
         level = logging.WARNING if attempts in (1, 10) or attempts % 100 == 0 else logging.DEBUG
         log.log(

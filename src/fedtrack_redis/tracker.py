@@ -27,7 +27,7 @@ import socket
 import threading
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import redis
 import sqlalchemy as sa
@@ -35,10 +35,10 @@ import sqlalchemy as sa
 from .batch import Recorder
 from .config import positive_seconds
 from .connections import database_engine, redis_client
-from .domain import normalize_domain
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
 from .keys import NamespaceKeys, validate_worker_id
 from .pusher import Pusher, PushStats
+from .reads import read_all, read_one
 from .stats import ServerStat
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ log = logging.getLogger("fedtrack_redis.tracker")
 #: How long `close()` (and so interpreter exit) waits for Redis to take the last batch.
 CLOSE_TIMEOUT = 10.0
 #: Domains read per pipeline by `get_all`.
-READ_PAGE = 1000
 
 
 def default_worker_id() -> str:
@@ -138,43 +137,11 @@ class FederationTracker(Recorder):
 
     def get_all(self) -> list[ServerStat]:
         """Every domain of the namespace, most recently active first (a fresh snapshot)."""
-        try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for shard in self.keys.shards:
-                    pipe.zrevrange(shard.active, 0, -1, withscores=True)
-                ranked: list[list[tuple[str, float]]] = pipe.execute()
-            entries = [
-                (score, domain, shard)
-                for shard, members in zip(self.keys.shards, ranked, strict=True)
-                for domain, score in members
-            ]
-            entries.sort(key=lambda entry: (-entry[0], entry[1]))
-            stats: list[ServerStat] = []
-            for start in range(0, len(entries), READ_PAGE):
-                page = entries[start : start + READ_PAGE]
-                with self._client.pipeline(transaction=False) as pipe:
-                    for _score, domain, shard in page:
-                        pipe.hgetall(shard.domain(domain))
-                    hashes: list[dict[str, str]] = pipe.execute()
-                stats.extend(
-                    ServerStat.from_hash(domain, fields)
-                    for (_score, domain, _shard), fields in zip(page, hashes, strict=True)
-                    if fields
-                )
-        except redis.RedisError as exc:
-            raise BackendUnavailableError(f"reading the tracker's stats: {exc}") from exc
-        return stats
+        return read_all(self._client, self.keys)
 
     def get(self, domain: str) -> ServerStat | None:
         """The stats of one domain (any spelling), or None when it was never recorded."""
-        name = normalize_domain(domain)
-        try:
-            fields = cast(
-                "dict[str, str]", self._client.hgetall(self.keys.shard_for(name).domain(name))
-            )
-        except redis.RedisError as exc:
-            raise BackendUnavailableError(f"reading the stats of {name}: {exc}") from exc
-        return ServerStat.from_hash(name, fields) if fields else None
+        return read_one(self._client, self.keys, domain)
 
     # -- push, persistence ----------------------------------------------------------------
 

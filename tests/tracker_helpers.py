@@ -23,21 +23,11 @@ import redis
 from fedtrack_redis import FederationTracker
 from fedtrack_redis.errors import FedtrackError
 from fedtrack_redis.keys import NamespaceKeys
+from fedtrack_redis.store.schema import COUNTER_COLUMNS
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
-COUNTERS = (
-    "queued_messages",
-    "failed_http",
-    "failed_https",
-    "failed_smtp",
-    "success_http",
-    "success_https",
-    "success_smtp",
-    "successful_deliveries",
-    "inbound_deliveries",
-    "total_latency_ms",
-)
+COUNTERS = COUNTER_COLUMNS
 
 
 def mark_hydrated(client: redis.Redis, namespace: str) -> None:

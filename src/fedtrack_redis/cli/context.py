@@ -61,3 +61,12 @@ class CliContext:
             self._policy.close()
         if self._stats is not None:
             self._stats.close()
+
+
+def current() -> CliContext:
+    """The context of the command being run."""
+    import click
+
+    context = click.get_current_context().find_object(CliContext)
+    assert context is not None, "commands run under the fedtrack group"
+    return context

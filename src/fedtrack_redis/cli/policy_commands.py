@@ -14,16 +14,12 @@ from ..check import explain_federation_policy
 from ..domain import normalize_domain
 from ..errors import InvalidDomainError
 from ..policy.state import ACCEPT, REJECT
-from .context import CliContext
+from .context import current
 from .errors import EXIT_REFUSED, BadInput
 from .output import emit_json, say, table, timestamp
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-
-
-def _context() -> CliContext:
-    return click.get_current_context().find_object(CliContext)  # type: ignore[return-value]
 
 
 def _normalize_all(domains: Iterable[str]) -> list[str]:
@@ -53,7 +49,7 @@ def _confirm(question: str, yes: bool) -> None:
 @json_option
 def policy_command(mode: str | None, as_json: bool) -> None:
     """Show the cluster policy, or set it to ACCEPT (rules block) or REJECT (rules allow)."""
-    store = _context().policy()
+    store = current().policy()
     if mode is not None:
         store.set_policy(mode)
     state = {"policy": store.get_policy(), "enabled": store.get_enabled(), "rules": store.count()}
@@ -71,7 +67,7 @@ def policy_command(mode: str | None, as_json: bool) -> None:
 @click.command("enable")
 def enable_command() -> None:
     """Turn federation on for the whole cluster."""
-    _context().policy().set_enabled(True)
+    current().policy().set_enabled(True)
     say("federation enabled cluster-wide")
 
 
@@ -80,13 +76,13 @@ def enable_command() -> None:
 def disable_command(yes: bool) -> None:
     """Turn federation off: every domain but the local one is refused, cluster-wide."""
     _confirm("Refuse mail from and to every remote domain, cluster-wide?", yes)
-    _context().policy().set_enabled(False)
+    current().policy().set_enabled(False)
     say("federation DISABLED cluster-wide: only the local domain is allowed")
 
 
 def _block_or_allow(domains: tuple[str, ...], block: bool) -> None:
     names = _normalize_all(domains)
-    store = _context().policy()
+    store = current().policy()
     mode = store.get_policy()
     add = (mode == ACCEPT) == block  # ACCEPT: a rule blocks; REJECT: a rule allows
     verb = "blocked" if block else "allowed"
@@ -124,7 +120,7 @@ def rules_group() -> None:
 @json_option
 def rules_list(as_json: bool) -> None:
     """Every rule with the time it was added."""
-    store = _context().policy()
+    store = current().policy()
     rules = sorted(store.list_rules().items())
     if as_json:
         emit_json(
@@ -146,7 +142,7 @@ def rules_list(as_json: bool) -> None:
 @click.argument("domains", nargs=-1, required=True)
 def rules_add(domains: tuple[str, ...]) -> None:
     """Add rules for DOMAINS (existing rules are kept)."""
-    store = _context().policy()
+    store = current().policy()
     total = 0
     for name in _normalize_all(domains):
         total = store.add_rule(name)
@@ -157,7 +153,7 @@ def rules_add(domains: tuple[str, ...]) -> None:
 @click.argument("domains", nargs=-1, required=True)
 def rules_remove(domains: tuple[str, ...]) -> None:
     """Remove the rules for DOMAINS (unknown ones are ignored)."""
-    store = _context().policy()
+    store = current().policy()
     total = store.count()
     for name in _normalize_all(domains):
         total = store.remove_rule(name)
@@ -168,7 +164,7 @@ def rules_remove(domains: tuple[str, ...]) -> None:
 @yes_option
 def rules_flush(yes: bool) -> None:
     """Remove every rule."""
-    store = _context().policy()
+    store = current().policy()
     _confirm(f"Remove all {store.count()} rules?", yes)
     store.flush_rules()
     say("all rules removed")
@@ -180,7 +176,7 @@ def rules_flush(yes: bool) -> None:
 @json_option
 def check_command(domain: str, policy_override: str, as_json: bool) -> None:
     """Would mail with DOMAIN be allowed? Exit code 0 when allowed, 3 when refused."""
-    context = _context()
+    context = current()
     if policy_override and policy_override.upper() not in (ACCEPT, REJECT):
         raise BadInput(f"invalid policy {policy_override!r}: expected ACCEPT or REJECT")
     decision = explain_federation_policy(
@@ -249,7 +245,7 @@ def import_command(file: io.TextIOWrapper, fmt: str | None) -> None:
             names.append(normalize_domain(domain))
         except InvalidDomainError as exc:
             raise BadInput(f"entry {index}: {exc}") from None
-    store = _context().policy()
+    store = current().policy()
     added = store.add_rules(names)
     say(
         f"imported {added} rule(s), skipped {len(names) - added} already present or repeated;"
@@ -270,7 +266,7 @@ def import_command(file: io.TextIOWrapper, fmt: str | None) -> None:
 )
 def export_command(fmt: str, output: io.TextIOWrapper) -> None:
     """Write every rule as CSV (`#domain,#created_at`) or JSON."""
-    store = _context().policy()
+    store = current().policy()
     rules = sorted(store.list_rules().items())
     if fmt == "json":
         json.dump(

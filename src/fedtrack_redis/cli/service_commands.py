@@ -9,14 +9,8 @@ import click
 
 from ..connections import database_engine
 from ..store import migrate
-from .context import CliContext
+from .context import current
 from .output import say
-
-
-def _context() -> CliContext:
-    context = click.get_current_context().find_object(CliContext)
-    assert context is not None
-    return context
 
 
 @click.command("flusher")
@@ -40,7 +34,7 @@ def flusher_command(interval: float, lock_ttl: float) -> None:
     from ..config import positive_seconds
     from ..flusher import Flusher
 
-    settings = _context().settings
+    settings = current().settings
     interval = positive_seconds("--interval", interval, 30.0)
     flusher = Flusher(
         settings.redis_url,
@@ -65,7 +59,7 @@ def serve_command(host: str, port: int) -> None:
     """Serve the admin API and the dashboard (needs FEDTRACK_ADMIN_TOKEN)."""
     from ..api.server import serve
 
-    serve(_context().settings, host=host, port=port)
+    serve(current().settings, host=host, port=port)
 
 
 @click.group("db")
@@ -76,7 +70,7 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations shipped with this version."""
-    engine = database_engine(_context().settings.database_url)
+    engine = database_engine(current().settings.database_url)
     try:
         migrate.upgrade(engine)
         say(f"database schema at revision {migrate.current_revision(engine)}")
@@ -123,7 +117,7 @@ def demo_command(port: int, workers: int, rate: float, duration: float | None) -
 
     from ..demo.runner import run
 
-    settings = _context().settings
+    settings = current().settings
     run(
         port=port,
         workers=workers,

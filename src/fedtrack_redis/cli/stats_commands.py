@@ -6,7 +6,7 @@ import click
 
 from ..anomalies import failure_ratio, failures, find_anomalies
 from ..stats import ServerStat
-from .context import CliContext
+from .context import current
 from .output import emit_json, say, table, timestamp
 
 SORTS = {
@@ -18,9 +18,7 @@ SORTS = {
 
 
 def _stats() -> list[ServerStat]:
-    context = click.get_current_context().find_object(CliContext)
-    assert context is not None
-    return context.stats().get_all()
+    return current().stats().get_all()
 
 
 @click.command("stats")

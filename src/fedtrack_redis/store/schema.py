@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from ..stats import COUNTER_FIELDS
+
 metadata = sa.MetaData()
 
 #: Domain exception rules: a blocklist in ACCEPT mode, an allowlist in REJECT mode.
@@ -28,18 +30,8 @@ federation_settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-COUNTER_COLUMNS: tuple[str, ...] = (
-    "queued_messages",
-    "failed_http",
-    "failed_https",
-    "failed_smtp",
-    "success_http",
-    "success_https",
-    "success_smtp",
-    "successful_deliveries",
-    "inbound_deliveries",
-    "total_latency_ms",
-)
+#: One column per counter of the domain hash, named as the JSON fields.
+COUNTER_COLUMNS: tuple[str, ...] = ("queued_messages", *COUNTER_FIELDS)
 
 #: Durable copy of the per-domain Redis hashes (absolute values, written by the flusher).
 #: ``latency_histogram`` holds the log-scale buckets as ``"bucket:count,..."``.

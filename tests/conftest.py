@@ -24,8 +24,12 @@ from servers import PostgresServer, RedisServer, wait_for
 
 __all__ = ["wait_for"]
 
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
-LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+#: Where the machine's own services are looked for (overridable, so a test can pretend
+#: they are absent and check that throwaway servers are started instead).
+LOCAL_REDIS = os.environ.get("FEDTRACK_TEST_LOCAL_REDIS", "redis://127.0.0.1:6379/0")
+LOCAL_POSTGRES = os.environ.get(
+    "FEDTRACK_TEST_LOCAL_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _redis_answers(url: str) -> bool:

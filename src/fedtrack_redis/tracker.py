@@ -48,7 +48,6 @@ log = logging.getLogger("fedtrack_redis.tracker")
 
 #: How long `close()` (and so interpreter exit) waits for Redis to take the last batch.
 CLOSE_TIMEOUT = 10.0
-#: Domains read per pipeline by `get_all`.
 
 
 def default_worker_id() -> str:

@@ -146,3 +146,24 @@ def test_explain_gives_the_reason(store: PolicyStore) -> None:
     local = explain_federation_policy("spam.example", store, local_domain="spam.example")
     assert local.allowed
     assert local.reason == "local domain is always allowed"
+
+
+def test_default_store_is_the_global_policy(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, namespace: str, postgres_url: str
+) -> None:
+    from fedtrack_redis import global_policy
+    from fedtrack_redis.globals import reset_globals
+
+    monkeypatch.setenv("FEDTRACK_REDIS_URL", redis_url)
+    monkeypatch.setenv("FEDTRACK_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("FEDTRACK_NAMESPACE", namespace)
+    reset_globals()
+    try:
+        store = global_policy()
+        assert global_policy() is store
+        assert store.state.ready  # already initialised
+        store.add_rule("global.example")
+        assert not check_federation_policy("global.example")
+        assert check_federation_policy("other.example")
+    finally:
+        reset_globals()

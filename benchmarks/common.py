@@ -1,13 +1,21 @@
-"""Shared helpers of the benchmarks: where Redis and PostgreSQL are, and scratch databases."""
+"""Shared helpers of the benchmarks: where Redis and PostgreSQL are, throwaway servers,
+scratch namespaces and databases, and the facts about the machine a report starts with."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import redis
@@ -17,6 +25,22 @@ REDIS_URL = os.environ.get("FEDTRACK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0
 POSTGRES_ADMIN_URL = os.environ.get(
     "FEDTRACK_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@dataclass
+class Env:
+    """Where one benchmark run talks to, and how big it is."""
+
+    redis_url: str
+    admin_url: str
+    quick: bool
+    #: True when `redis_url` is a throwaway server of this run (its memory and command
+    #: statistics are then ours alone, and its namespace may be ``default``).
+    own_redis: bool
+
+    def namespace(self) -> str:
+        """A namespace for one measurement (``default`` is used only on our own server)."""
+        return scratch_namespace()
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -41,8 +65,14 @@ def scratch_namespace() -> str:
 def delete_namespace(namespace: str, url: str = REDIS_URL) -> None:
     client = redis.Redis.from_url(url)
     with contextlib.closing(client):
-        for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=1000):
-            client.delete(key)
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                client.delete(*batch)
+                batch = []
+        if batch:
+            client.delete(*batch)
 
 
 def _libpq(url: sa.URL) -> str:
@@ -65,3 +95,148 @@ def scratch_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
     finally:
         with psycopg.connect(_libpq(admin), autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- a throwaway redis-server ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str]:
+    """A ``redis-server`` with no persistence on a free port, for this run only."""
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="fedtrack-bench-")
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bench_env(quick: bool, redis_url: str | None = None) -> Iterator[Env]:
+    """The run's Redis (a throwaway server unless a URL is given) and PostgreSQL."""
+    url = redis_url or os.environ.get("FEDTRACK_BENCH_REDIS_URL")
+    if url:
+        yield Env(url, POSTGRES_ADMIN_URL, quick, own_redis=False)
+        return
+    with throwaway_redis() as own:
+        yield Env(own, POSTGRES_ADMIN_URL, quick, own_redis=True)
+
+
+# -- timing helpers --------------------------------------------------------------------------
+
+
+def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
+    """(calls, total µs) of EVALSHA on the server so far (INFO commandstats; read-only)."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+# -- machine and versions ------------------------------------------------------------------
+
+
+def machine_facts(env: Env) -> dict[str, Any]:
+    """What RESULTS.md opens with: CPU, memory, kernel and every relevant version."""
+    import importlib.metadata as md
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/meminfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    client = redis.Redis.from_url(env.redis_url, decode_responses=True)
+    with contextlib.closing(client):
+        server = client.info("server")
+    admin = sa.make_url(env.admin_url)
+    with psycopg.connect(_libpq(admin)) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+        pg_version = str(row[0]) if row else "?"
+    versions: dict[str, str] = {"Python": platform.python_version()}
+    for name, dist in (
+        ("fedtrack-redis", "fedtrack-redis"),
+        ("redis-py", "redis"),
+        ("hiredis", "hiredis"),
+        ("SQLAlchemy", "SQLAlchemy"),
+        ("psycopg", "psycopg"),
+    ):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[name] = md.version(dist)
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "redis": (
+            f"redis-server {server['redis_version']}"
+            + (" (throwaway server of this run, no persistence)" if env.own_redis else "")
+        ),
+        "postgresql": f"PostgreSQL {pg_version} (local server; scratch databases)",
+        "versions": {
+            "Python": versions.pop("Python"),
+            "redis-server": server["redis_version"],
+            "PostgreSQL": pg_version,
+            **versions,
+        },
+        "commit": commit,
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -111,6 +112,31 @@ def test_a_worker_whose_lease_was_released_reasserts_its_counts(
     tracker.push()  # every leased shard and re-sends all its in-flight counts
     assert queued(redis_client, namespace) == {**dict.fromkeys(DOMAINS, 1), "a.example": 2}
     assert lease_holders(redis_client, namespace) == {tracker.worker_id}
+
+
+def test_a_message_delivered_while_the_first_lease_is_taken_leaves_no_count_behind(
+    make_tracker: MakeTracker, redis_client: redis.Redis, namespace: str
+) -> None:
+    # Found by the cluster benchmark: the chunk that creates the lease reports it absent;
+    # a message delivered before that reply is handled must still come off the gauge.
+    tracker = make_tracker(push_interval=3600)
+    queues = tracker._pusher._queues
+    acknowledged = queues.acknowledged
+
+    def delivered_meanwhile(chunk: Any, applied: bool, lease_absent: bool) -> None:
+        if chunk.leased:
+            tracker.decrement_queue("a.example")
+        acknowledged(chunk, applied, lease_absent)
+
+    tracker.increment_queue("a.example")
+    queues.acknowledged = delivered_meanwhile  # type: ignore[method-assign]
+    tracker.push()
+    queues.acknowledged = acknowledged  # type: ignore[method-assign]
+    assert queued(redis_client, namespace)["a.example"] == 1
+    tracker.push()
+    assert queued(redis_client, namespace)["a.example"] == 0
+    tracker.close()
+    assert queued(redis_client, namespace)["a.example"] == 0
 
 
 # -- lease_release.lua ------------------------------------------------------------------------

@@ -60,7 +60,10 @@ end
 
 -- 2. apply
 local time = redis.call('TIME')
-local now = tonumber(time[1])
+-- `stamp` is TIME's own string: a Lua number passed to redis.call is formatted anew on
+-- every call, which costs more than the HSET it goes into
+local stamp = time[1]
+local now = tonumber(stamp)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 local lease_absent = 0
 if not redis.call('ZSCORE', KEYS[6], worker) then
@@ -108,7 +111,7 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
       if updated < 0 then
         updated = 0
       end
-      redis.call('HSET', key, 'queued_messages', updated, 'last_active', now)
+      redis.call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
       stamped = true
       fields = fields + 1
       if wanted == 0 then
@@ -119,10 +122,10 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
     end
   end
   if not stamped then
-    redis.call('HSET', key, 'last_active', now)
+    redis.call('HSET', key, 'last_active', stamp)
   end
   fields = fields + 1
-  scored[#scored + 1] = now
+  scored[#scored + 1] = stamp
   scored[#scored + 1] = domain
   members[#members + 1] = domain
   if #members >= 1000 then
@@ -132,7 +135,7 @@ end
 flush_members()
 
 redis.call('HSET', KEYS[2], worker, ARGV[2])
-redis.call('ZADD', KEYS[3], now, worker)
+redis.call('ZADD', KEYS[3], stamp, worker)
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention, 'LIMIT', 0, 8)
 for _, old in ipairs(stale) do
   redis.call('HDEL', KEYS[2], old)

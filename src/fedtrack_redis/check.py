@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .domain import DEFAULT_MEMO
+from .domain import DEFAULT_MEMO, memo_lookup
 from .policy.state import ACCEPT, REJECT
 
 if TYPE_CHECKING:
@@ -51,9 +51,16 @@ def check_federation_policy(
     state = store.state
     if not state.ready:
         store.has_rule(domain)  # raises NotInitializedError with the usual message
-    name = DEFAULT_MEMO.get(domain)
-    if local_domain and name is not None and name == DEFAULT_MEMO.get(local_domain):
-        return True
+    # Known spellings cost one dict lookup each; DEFAULT_MEMO.get normalizes the others.
+    name = memo_lookup(domain)
+    if name.__class__ is not str:
+        name = DEFAULT_MEMO.get(domain)
+    if local_domain and name is not None:
+        local = memo_lookup(local_domain)
+        if local.__class__ is not str:
+            local = DEFAULT_MEMO.get(local_domain)
+        if name == local:
+            return True
     if not state.enabled:
         return False
     mode = policy.upper() if policy else ""

@@ -20,7 +20,7 @@ separators can never be forged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .batch import NOT_QUEUED, ROW_ID_SHIFT
@@ -51,6 +51,9 @@ class Chunk:
 
     keys: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    #: The absolute in-flight counts this chunk carries (0 included): what the worker's
+    #: lease hash holds for these domains once the chunk is applied.
+    queued: dict[str, int] = field(default_factory=dict)
 
     def packed(self, sha: str) -> bytes:
         """The RESP bytes of this call for script `sha` (the same bytes on every retry)."""
@@ -93,6 +96,7 @@ def seal(
     ]
     lines: list[str] = []
     leased: list[str] = []
+    carried: dict[str, int] = {}
     domain_key = shard.domain
     for name, entry in taken:
         fh, fhs, fs, sh, shs, ss, inbound, latency, queued, buckets = entry[:10]
@@ -105,9 +109,12 @@ def seal(
             held = ""
         else:
             held = str(queued)
+            carried[name] = queued
             if queued > 0:
                 leased.append(name)
         histogram = ",".join([f"{b}:{c}" for b, c in buckets.items()]) if buckets else ""
         lines.append(f"{name}|{held}|{counters}|{histogram}")
     args = (worker_id, str(seq), str(lease_ttl_ms), str(ack_retention_s), "\n".join(lines))
-    return Chunk(shard.shard, seq, len(lines), tuple(leased), keys=tuple(keys), args=args)
+    return Chunk(
+        shard.shard, seq, len(lines), tuple(leased), keys=tuple(keys), args=args, queued=carried
+    )

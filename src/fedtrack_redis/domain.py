@@ -147,3 +147,7 @@ class DomainMemo:
 
 
 DEFAULT_MEMO = DomainMemo()
+#: The default memo's raw lookup, for `check_federation_policy`: spelling → normalized
+#: name, an `InvalidDomainError`, or None when not memoized yet. One C call where
+#: `DomainMemo.get` costs two Python-level ones.
+memo_lookup = DEFAULT_MEMO._cache.get

@@ -89,8 +89,17 @@ class ShardQueues:
         state.sealed.popleft()
         state.last_ack = time.monotonic()
         if applied and lease_absent:
+            # The lease hash held nothing before this chunk: now it holds what this chunk
+            # and the chunks sealed after it carry. Every other count goes again.
             state.reassert = True
-            state.sent = {}  # the lease hash held nothing: every count goes again
+            lease: dict[str, int] = {}
+            for carrier in (chunk, *state.sealed):
+                for name, count in carrier.queued.items():
+                    if count:
+                        lease[name] = count
+                    else:
+                        lease.pop(name, None)
+            state.sent = lease
         if chunk.leased:
             state.leased = True
 

@@ -151,6 +151,7 @@ class PolicySync:
         self._listeners = listeners if listeners is not None else []
         self._stop = threading.Event()
         self._lagging_redis_version: int | None = None
+        self._behind_version: int | None = None  # Redis's version when we last lagged it
         self._thread = threading.Thread(
             target=self.listen, name="fedtrack-policy-sync", daemon=True
         )
@@ -249,4 +250,13 @@ class PolicySync:
             return
         self._lagging_redis_version = None
         if redis_version is not None and redis_version > self._state.version:
-            self.resync_from_redis()
+            # A message published but not yet read looks like this for a moment (often,
+            # on a busy process): resync only when the next look finds this process
+            # still short of that version, i.e. the message was missed.
+            if self._behind_version is not None and self._state.version < self._behind_version:
+                self._behind_version = None
+                self.resync_from_redis()
+            else:
+                self._behind_version = redis_version
+        else:
+            self._behind_version = None

@@ -21,12 +21,10 @@ mix adds the in-flight gauge (`increment_queue` / `decrement_queue` around deliv
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing
 import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -37,8 +35,14 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from benchmarks.common import Env, bench_env, delete_namespace, median, scratch_database
-from benchmarks.report import Report, summary_table
+from benchmarks.common import (
+    Env,
+    delete_namespace,
+    median,
+    scratch_database,
+    standalone_main,
+)
+from benchmarks.report import Report
 
 DOMAINS = 10_000
 BLOCK = 125  # domains per block: 1,000 events between two looks at the clock
@@ -642,15 +646,7 @@ def run(env: Env, report: Report) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 workers, 1 s windows")
-    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway one")
-    options = parser.parse_args()
-    report = Report(options.quick)
-    with bench_env(options.quick, options.redis_url) as env:
-        run(env, report)
-    print("\n".join(summary_table(report)))
-    sys.exit(1 if report.failed_checks else 0)
+    standalone_main(__doc__, run, "4 workers, 1 s windows")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ and one failover with a 2 s TTL.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import os
@@ -38,13 +37,13 @@ import sqlalchemy as sa
 
 from benchmarks.common import (
     Env,
-    bench_env,
     delete_namespace,
     evalsha_usec,
     median,
     scratch_database,
+    standalone_main,
 )
-from benchmarks.report import Report, summary_table
+from benchmarks.report import Report
 from fedtrack_redis.connections import database_engine
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.hydrate import hydrate_shards
@@ -391,15 +390,7 @@ def run(env: Env, report: Report) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10,000 domains, 2 s TTL")
-    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway one")
-    options = parser.parse_args()
-    report = Report(options.quick)
-    with bench_env(options.quick, options.redis_url) as env:
-        run(env, report)
-    print("\n".join(summary_table(report)))
-    sys.exit(1 if report.failed_checks else 0)
+    standalone_main(__doc__, run, "10,000 domains, 2 s TTL")
 
 
 if __name__ == "__main__":

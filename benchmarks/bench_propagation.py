@@ -11,10 +11,8 @@ Baseline beside it: the raw pub/sub delivery of one PUBLISH to the same 8 proces
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import random
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -24,13 +22,13 @@ import redis
 
 from benchmarks.common import (
     Env,
-    bench_env,
     delete_namespace,
     median,
     percentile,
     scratch_database,
+    standalone_main,
 )
-from benchmarks.report import Report, summary_table
+from benchmarks.report import Report
 
 PROCESSES = 8
 RULES = 10_000
@@ -241,15 +239,7 @@ def run(env: Env, report: Report) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a few rounds, to check it runs")
-    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway one")
-    options = parser.parse_args()
-    report = Report(options.quick)
-    with bench_env(options.quick, options.redis_url) as env:
-        run(env, report)
-    print("\n".join(summary_table(report)))
-    sys.exit(1 if report.failed_checks else 0)
+    standalone_main(__doc__, run, "a few rounds, to check it runs")
 
 
 if __name__ == "__main__":

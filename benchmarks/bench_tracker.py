@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import random
@@ -29,13 +28,13 @@ import redis
 
 from benchmarks.common import (
     Env,
-    bench_env,
     delete_namespace,
     evalsha_usec,
     median,
     scratch_database,
+    standalone_main,
 )
-from benchmarks.report import Report, summary_table
+from benchmarks.report import Report
 from fedtrack_redis import FederationTracker, PolicyStore, check_federation_policy
 from fedtrack_redis.batch import Recorder
 from fedtrack_redis.keys import NamespaceKeys
@@ -495,15 +494,7 @@ def run(env: Env, report: Report) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller, faster runs")
-    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway one")
-    options = parser.parse_args()
-    report = Report(options.quick)
-    with bench_env(options.quick, options.redis_url) as env:
-        run(env, report)
-    print("\n".join(summary_table(report)))
-    sys.exit(1 if report.failed_checks else 0)
+    standalone_main(__doc__, run, "smaller, faster runs")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,20 @@ import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import redis
 import sqlalchemy as sa
+
+from fedtrack_redis.demo.services import redis_server
+
+if TYPE_CHECKING:
+    from benchmarks.report import Report
 
 REDIS_URL = os.environ.get("FEDTRACK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -109,43 +113,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def throwaway_redis() -> Iterator[str]:
     """A ``redis-server`` with no persistence on a free port, for this run only."""
-    port = free_port()
-    directory = tempfile.mkdtemp(prefix="fedtrack-bench-")
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
+    with redis_server(shutil.which("redis-server") or "/usr/bin/redis-server") as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -240,3 +209,21 @@ def machine_facts(env: Env) -> dict[str, Any]:
         },
         "commit": commit,
     }
+
+
+def standalone_main(doc: str | None, run: Callable[[Env, Report], None], quick_help: str) -> None:
+    """``python -m benchmarks.<module> [--quick] [--redis-url URL]``: one section alone."""
+    import argparse
+    import sys
+
+    from benchmarks.report import Report, summary_table
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway one")
+    options = parser.parse_args()
+    report = Report(options.quick)
+    with bench_env(options.quick, options.redis_url) as env:
+        run(env, report)
+    print("\n".join(summary_table(report)))
+    sys.exit(1 if report.failed_checks else 0)

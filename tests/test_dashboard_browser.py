@@ -57,7 +57,7 @@ def served(postgres_url: str, redis_url: str, namespace: str) -> Iterator[str]:
 @pytest.fixture
 def page() -> Iterator[Page]:
     executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (tools/test.sh installs it)"
+    assert executable, "Debian's chromium is needed (scripts/test.sh installs it)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:

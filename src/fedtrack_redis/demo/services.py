@@ -40,37 +40,44 @@ def _wait_ready(url: str, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
+def redis_server(binary: str) -> Iterator[str]:
+    """Run `binary` (a ``redis-server``) with no persistence on a free port; yield its URL."""
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="fedtrack-redis-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_ready(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def throwaway_redis() -> Iterator[tuple[str, str]]:
     """Yield (url, description) of a Redis that lives as long as the context."""
     binary = shutil.which("redis-server")
     if binary:
-        port = free_port()
-        directory = tempfile.mkdtemp(prefix="fedtrack-demo-redis-")
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                directory,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            _wait_ready(url)
-            yield url, f"throwaway redis-server on port {port}"
-        finally:
-            process.terminate()
-            process.wait(10)
-            shutil.rmtree(directory, ignore_errors=True)
+        with redis_server(binary) as url:
+            yield url, f"throwaway redis-server at {url}"
         return
     from fakeredis import TcpFakeServer
 
@@ -81,7 +88,7 @@ def throwaway_redis() -> Iterator[tuple[str, str]]:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         _wait_ready(url)
-        yield url, f"embedded fakeredis server on port {port} (no redis-server found)"
+        yield url, f"embedded fakeredis server at {url} (no redis-server found)"
     finally:
         server.shutdown()
         server.server_close()

@@ -1,4 +1,4 @@
-# Sourced by tools/test.sh and tools/demo.sh: system packages, virtualenv, project install.
+# Sourced by scripts/test.sh and scripts/demo.sh: system packages, virtualenv, project install.
 # Idempotent and quiet when everything is already there.
 
 _ft_need_apt=()

@@ -2,7 +2,7 @@
 # The one test command (README, CI): set up everything on a fresh machine, then lint,
 # type-check and run the whole test suite against real Redis and PostgreSQL.
 #
-#   bash tools/test.sh [pytest args...]
+#   bash scripts/test.sh [pytest args...]
 #
 # Redis and PostgreSQL: the tests use FEDTRACK_TEST_REDIS_URL / FEDTRACK_TEST_DATABASE_URL
 # when set, else the local services on 127.0.0.1 when they answer, else throwaway
@@ -10,7 +10,7 @@
 # exist (installing them with apt-get when missing and running as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source tools/setup-env.sh
+source scripts/setup-env.sh
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FEDTRACK_SETUP_BROWSER=0
-source tools/setup-env.sh
+source scripts/setup-env.sh
 exec .venv/bin/fedtrack demo "$@"

@@ -224,3 +224,21 @@ def test_metrics_show_this_process_push_and_leadership(
         s for s in families["fedtrack_domain_events"].samples if s.labels["domain"] == "m.example"
     ]
     assert top
+
+
+def test_healthz_is_503_when_redis_does_not_answer(postgres_url: str, namespace: str) -> None:
+    from servers import free_port
+
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url=postgres_url,
+        namespace=namespace,
+        admin_token=TOKEN,
+    )
+    with TestClient(create_app(settings)) as down:
+        response = down.get("/healthz")
+        assert response.status_code == 503
+        assert response.json() == {"redis": "unavailable", "database": "ok"}
+        servers = down.get("/api/federation/servers", headers=AUTH)
+        assert servers.status_code == 503
+        assert "stats" in servers.json()["detail"]

@@ -121,8 +121,10 @@ def test_rules_are_in_the_database_and_redis(
     assert int(meta["version"]) == policy_store.version == 2
 
 
-def test_use_before_init_or_after_close_raises(database_url: str, redis_url: str) -> None:
-    store = PolicyStore(database_url, redis_url, namespace="unused")
+def test_use_before_init_or_after_close_raises(
+    database_url: str, redis_url: str, namespace: str
+) -> None:
+    store = PolicyStore(database_url, redis_url, namespace=namespace)
     with pytest.raises(FedtrackError):
         store.has_rule("a.example")
     with pytest.raises(NotInitializedError):

@@ -43,22 +43,13 @@ from benchmarks.common import (
     standalone_main,
 )
 from benchmarks.report import Report
+from fedtrack_redis.stats import COUNTER_FIELDS
 
 DOMAINS = 10_000
 BLOCK = 125  # domains per block: 1,000 events between two looks at the clock
 TARGET = 4_000_000
-FIELDS = (
-    "failed_http",
-    "failed_https",
-    "failed_smtp",
-    "success_http",
-    "success_https",
-    "success_smtp",
-    "successful_deliveries",
-    "inbound_deliveries",
-    "total_latency_ms",
-    "queued_messages",
-)
+#: The domain hash counters (push.lua order), then the in-flight gauge.
+FIELDS = (*COUNTER_FIELDS, "queued_messages")
 MIXES = {
     "deliveries": "per domain 6 record_success (2 HTTPS, SMTP, HTTP, 2 inbound) + 2 record_failure",
     "relay": (
@@ -241,7 +232,9 @@ class OriginalHost:
 
         with self.lock:
             lines = [
-                store.format_line(dict(zip(("domain", *FIELDS[:9]), (domain, *row), strict=True)))
+                store.format_line(
+                    dict(zip(("domain", *COUNTER_FIELDS), (domain, *row), strict=True))
+                )
                 for domain, row in sorted(self.rows.items())  # one order: no deadlocks
             ]
         with self.engine.begin() as connection:

@@ -139,6 +139,25 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     drop_database(postgres_admin_url, url)
 
 
+def upgrade_schema(url: str) -> str:
+    """Apply the migrations to the database at `url` (as ``fedtrack db upgrade``); return it."""
+    from fedtrack_redis.connections import database_engine
+    from fedtrack_redis.store import migrate
+
+    engine = database_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def migrated_postgres_url(postgres_url: str) -> str:
+    """This test's PostgreSQL database with the schema created."""
+    return upgrade_schema(postgres_url)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.path.join(tmp_path, 'fedtrack.sqlite3')}"
@@ -155,14 +174,15 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def make_policy_store(
     database_url: str, redis_url: str, namespace: str
 ) -> Iterator[Callable[..., PolicyStore]]:
-    """Build initialised PolicyStores on this test's database and namespace; all closed after."""
+    """Build initialised PolicyStores on this test's database and namespace (the schema
+    upgraded, as ``fedtrack db upgrade`` would); all closed after."""
     stores: list[PolicyStore] = []
 
     def make(**kwargs: object) -> PolicyStore:
         options: dict[str, object] = {"namespace": namespace, "resync_interval": 0.2}
         options.update(kwargs)
         store = PolicyStore(database_url, redis_url, **options)  # type: ignore[arg-type]
-        stores.append(store.init())
+        stores.append(store.init(migrate=True))
         return store
 
     yield make

@@ -157,7 +157,8 @@ def write_rows(
     rows: Mapping[str, Mapping[str, Any]],
     acks: list[tuple[int, str, int]] | None = None,
 ) -> None:
-    """Store rows shaped like `db_stats` (and acks) directly, as a flush would."""
+    """Store rows shaped like `db_stats` (and (shard, worker, seq) acks, seen now) directly,
+    as a flush would."""
     lines = []
     for domain, row in sorted(rows.items()):
         item = dict(row)
@@ -168,7 +169,8 @@ def write_rows(
         lines.append(store_stats.format_line(item))
     with engine.begin() as connection:
         store_stats.upsert_stats(connection, lines)
-        store_stats.upsert_acks(connection, acks or [])
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        store_stats.upsert_acks(connection, [(*ack, now) for ack in acks or []])
 
 
 def make_rows(count: int, prefix: str = "d", last_active: int = 1_700_000_000) -> dict[str, Any]:
@@ -185,7 +187,13 @@ def make_rows(count: int, prefix: str = "d", last_active: int = 1_700_000_000) -
 
 def db_acks(engine: sa.Engine) -> dict[tuple[int, str], int]:
     with engine.connect() as connection:
-        rows = connection.execute(sa.select(federation_push_acks)).all()
+        rows = connection.execute(
+            sa.select(
+                federation_push_acks.c.shard,
+                federation_push_acks.c.worker_id,
+                federation_push_acks.c.seq,
+            )
+        ).all()
     return {(int(shard), str(worker)): int(seq) for shard, worker, seq in rows}
 
 
@@ -327,8 +335,8 @@ TRACKER_WORKER = """
 import sys
 from fedtrack_redis.tracker import FederationTracker
 from flusher_helpers import tracker_events
-url, namespace, database, worker = sys.argv[1:5]
-tracker = FederationTracker(url, namespace=namespace, database=database, push_interval=0.05)
+url, namespace, worker = sys.argv[1:4]
+tracker = FederationTracker(url, namespace=namespace, push_interval=0.05)
 for index, (kind, domain, transport, latency) in enumerate(tracker_events(int(worker))):
     if kind == "success":
         tracker.record_success(domain, latency, transport)

@@ -277,10 +277,19 @@ def push(script_client: redis.Redis, namespace: str) -> Push:
     shard = NamespaceKeys(namespace).shards[0]
 
     def call(
-        seq: int, rows: list[tuple[str, list[Any]]], worker: str = "w1", retention: int = 600
-    ) -> list[int]:
+        seq: int,
+        rows: list[tuple[str, list[Any]]],
+        worker: str = "w1",
+        retention: int = 600,
+        identity: str = "",
+        cap: int = 100_000,
+        full: bool = False,
+    ) -> list[Any]:
         chunk: Chunk = seal(shard, seq, worker, 30_000, retention, rows)
-        return [int(v) for v in script(keys=list(chunk.keys), args=list(chunk.args))]
+        reply = script(keys=list(chunk.keys), args=[*chunk.args, identity, cap])
+        if full:
+            return list(reply)
+        return [int(v) for v in reply[:3]]
 
     return call
 
@@ -300,7 +309,7 @@ def shard0(namespace: str) -> Any:
 def test_push_refuses_an_unhydrated_shard(
     push: Push, script_client: redis.Redis, shard0: Any
 ) -> None:
-    assert push(1, [("a.example", row(1, 100, 2, h5=1))]) == [0, 0, 0]
+    assert push(1, [("a.example", row(1, 100, 2, h5=1))], full=True) == [0, 0, 0, "", ""]
     assert script_client.exists(shard0.domain("a.example"), shard0.acks, shard0.leases) == 0
 
 
@@ -368,11 +377,17 @@ def test_push_refuses_a_malformed_chunk_whole(
     good = seal(shard0, 1, "w1", 30_000, 600, [("a.example", row(1, 5))])
     bad_line = good.args[4] + "\nB.EXAMPLE|x||"
     keys = [*good.keys, shard0.domain("b.example")]
-    assert script(keys=keys, args=[*good.args[:4], bad_line]) == [-1, 0, 0]
-    assert script(keys=list(good.keys), args=[*good.args[:4], "a.example||1,2|"]) == [-1, 0, 0]
+    tail = ["", 100]  # expected identity, ack cap
+
+    def status(keys: list[str], args: list[Any]) -> int:
+        return int(script(keys=keys, args=args)[0])
+
+    assert status(keys, [*good.args[:4], bad_line, *tail]) == -1
+    assert status(list(good.keys), [*good.args[:4], "a.example||1,2|", *tail]) == -1
     glued = "a.example||0,0,0,0,0,0,0,0,1|x.example||0,0,0,0,0,0,0,0,1|"
-    assert script(keys=list(good.keys), args=[*good.args[:4], glued]) == [-1, 0, 0]
-    assert script(keys=list(good.keys)[:7], args=list(good.args)) == [-1, 0, 0]
+    assert status(list(good.keys), [*good.args[:4], glued, *tail]) == -1
+    assert status(list(good.keys)[:7], [*good.args, *tail]) == -1
+    assert status(list(good.keys), list(good.args)) == -1  # arguments missing
     assert script_client.exists(shard0.domain("a.example"), shard0.acks) == 0
 
 
@@ -385,6 +400,47 @@ def test_push_prunes_acks_of_long_silent_workers(
     push(1, [("a.example", row())], worker="new", retention=60)
     assert script_client.hkeys(shard0.acks) == ["new"]
     assert script_client.zrange(shard0.ack_seen, 0, -1) == ["new"]
+
+
+def test_push_keeps_at_most_the_ack_cap(
+    push: Push, script_client: redis.Redis, shard0: Any
+) -> None:
+    script_client.set(shard0.hydrated, "1")
+    for index in range(12):
+        push(1, [("a.example", row())], worker=f"w{index:02d}", cap=4)
+    # Each call prunes a few of the oldest beyond the cap, never the pushing worker.
+    assert script_client.zcard(shard0.ack_seen) <= 12 - 8 + 4
+    assert script_client.hget(shard0.acks, "w11") == "1"
+    assert script_client.hlen(shard0.acks) == script_client.zcard(shard0.ack_seen)
+
+
+IDENTITY = "0123456789abcdef0123456789abcdef"
+
+
+def test_push_refuses_a_shard_of_another_database(
+    push: Push, script_client: redis.Redis, shard0: Any
+) -> None:
+    script_client.set(shard0.hydrated, IDENTITY)
+    other = "f" * 32
+    assert push(1, [("a.example", row(1, 5))], identity=other, full=True) == [
+        3, 0, 0, "", IDENTITY
+    ]
+    assert script_client.exists(shard0.domain("a.example"), shard0.acks) == 0
+    # The right identity, none yet, or a legacy marker: applied, and the marker says which.
+    reply = push(1, [("a.example", row(1, 5))], identity=IDENTITY, full=True)
+    assert (reply[0], reply[4]) == (1, IDENTITY)
+    assert push(2, [("a.example", row(1, 5))], full=True)[0] == 1
+    script_client.set(shard0.hydrated, "1700000000")
+    assert push(3, [("a.example", row(1, 5))], identity=other, full=True)[0] == 1
+
+
+def test_a_duplicate_answers_the_stored_seq(
+    push: Push, script_client: redis.Redis, shard0: Any
+) -> None:
+    script_client.set(shard0.hydrated, "1")
+    assert push(50, [("a.example", row(1, 5))], full=True)[3] == "50"
+    assert push(50, [("a.example", row(1, 5))], full=True)[:4] == [2, 0, 0, "50"]
+    assert push(7, [("a.example", row(1, 5))], full=True)[:4] == [2, 0, 0, "50"]
 
 
 def test_an_empty_chunk_refreshes_the_lease(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,8 @@ from fedtrack_redis.check import explain_federation_policy
 
 
 @pytest.fixture
-def store(postgres_url: str, redis_url: str, namespace: str) -> Iterator[PolicyStore]:
-    with PolicyStore(postgres_url, redis_url, namespace=namespace) as policy_store:
+def store(migrated_postgres_url: str, redis_url: str, namespace: str) -> Iterator[PolicyStore]:
+    with PolicyStore(migrated_postgres_url, redis_url, namespace=namespace) as policy_store:
         yield policy_store
 
 
@@ -149,21 +150,66 @@ def test_explain_gives_the_reason(store: PolicyStore) -> None:
 
 
 def test_default_store_is_the_global_policy(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, namespace: str, postgres_url: str
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, namespace: str, migrated_postgres_url: str
 ) -> None:
     from fedtrack_redis import global_policy
     from fedtrack_redis.globals import reset_globals
 
     monkeypatch.setenv("FEDTRACK_REDIS_URL", redis_url)
-    monkeypatch.setenv("FEDTRACK_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("FEDTRACK_DATABASE_URL", migrated_postgres_url)
     monkeypatch.setenv("FEDTRACK_NAMESPACE", namespace)
     reset_globals()
     try:
         store = global_policy()
         assert global_policy() is store
-        assert store.state.ready  # already initialised
+        assert store.view.ready  # already initialised
         store.add_rule("global.example")
         assert not check_federation_policy("global.example")
         assert check_federation_policy("other.example")
     finally:
         reset_globals()
+
+
+def test_the_global_policy_needs_a_named_database(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Any
+) -> None:
+    """No silent SQLite: without FEDTRACK_DATABASE_URL, one line naming it, no file made."""
+    from fedtrack_redis import ConfigurationError, global_policy
+    from fedtrack_redis.globals import reset_globals
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEDTRACK_REDIS_URL", redis_url)
+    monkeypatch.delenv("FEDTRACK_DATABASE_URL", raising=False)
+    reset_globals()
+    with pytest.raises(ConfigurationError) as info:
+        global_policy()
+    assert "FEDTRACK_DATABASE_URL" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_old_schema_fails_at_start_with_one_line(
+    postgres_url: str, redis_url: str, namespace: str, sqlite_url: str
+) -> None:
+    """Workers and the API check the schema, never change it: an old one is one line."""
+    from fedtrack_redis.connections import database_engine
+    from fedtrack_redis.errors import SchemaMismatchError
+    from fedtrack_redis.store import migrate
+
+    engine = database_engine(postgres_url)
+    try:
+        from alembic import command
+
+        config = migrate.alembic_config(engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+        with pytest.raises(SchemaMismatchError) as info:
+            PolicyStore(engine, redis_url, namespace=namespace).init()
+        assert "0002" in str(info.value) and "fedtrack db upgrade" in str(info.value)
+        assert migrate.current_revision(engine) == "0002"  # nothing changed
+        with pytest.raises(SchemaMismatchError) as empty:
+            PolicyStore(sqlite_url, redis_url, namespace=namespace).init()
+        assert "no fedtrack schema" in str(empty.value)
+    finally:
+        engine.dispose()

@@ -11,7 +11,9 @@ from fedtrack_redis.errors import ConfigurationError
 def test_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert settings.database_url.startswith("sqlite:///")
+    assert settings.database_url is None  # never a database nobody named
+    assert settings.database_id is None
+    assert settings.wait_replicas == 0
     assert settings.namespace == "default"
     assert settings.local_domain == ""
     assert settings.push_interval == 1.0
@@ -55,6 +57,13 @@ def test_reads_every_variable() -> None:
         ("FEDTRACK_PUSH_INTERVAL", "-1"),
         ("FEDTRACK_PUSH_INTERVAL", "nan"),
         ("FEDTRACK_FLUSH_INTERVAL", "inf"),
+        ("FEDTRACK_REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
+        ("FEDTRACK_REDIS_URL", "redis+cluster://127.0.0.1:7000/3"),
+        ("FEDTRACK_REDIS_URL", "redis+cluster://127.0.0.1:x"),
+        ("FEDTRACK_REDIS_URL", "redis://127.0.0.1:6379/0?wait_replicas=many"),
+        ("FEDTRACK_REDIS_URL", "redis+sentinel://h:1/svc?bogus=1"),
+        ("FEDTRACK_REDIS_WAIT_REPLICAS", "-1"),
+        ("FEDTRACK_DATABASE_ID", "not-an-id"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(name: str, value: str) -> None:
@@ -63,3 +72,39 @@ def test_bad_values_fail_with_one_line_naming_the_variable(name: str, value: str
     message = str(info.value)
     assert name in message
     assert "\n" not in message
+
+
+def test_a_command_that_needs_the_database_names_the_variable() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(ConfigurationError) as info:
+        settings.require_database()
+    assert "FEDTRACK_DATABASE_URL" in str(info.value)
+    assert "\n" not in str(info.value)
+    named = Settings.from_env({"FEDTRACK_DATABASE_URL": "sqlite:///x.db"})
+    assert named.require_database() == "sqlite:///x.db"
+
+
+def test_engine_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "FEDTRACK_REDIS_URL": "redis+sentinel://:pw@s1:26379,s2:26379/fedtrack?db=2",
+            "FEDTRACK_REDIS_WAIT_REPLICAS": "1",
+            "FEDTRACK_DATABASE_ID": "0123456789ABCDEF0123456789abcdef",
+        }
+    )
+    assert settings.wait_replicas == 1
+    assert settings.database_id == "0123456789abcdef0123456789abcdef"
+
+
+def test_repr_hides_passwords_and_tokens() -> None:
+    settings = Settings.from_env(
+        {
+            "FEDTRACK_REDIS_URL": "redis://:redispass@cache:6379/0",
+            "FEDTRACK_DATABASE_URL": "postgresql+psycopg://fedtrack:dbpass@db/fed",
+            "FEDTRACK_ADMIN_TOKEN": "t" * 40,
+        }
+    )
+    shown = repr(settings)
+    for secret in ("redispass", "dbpass", "t" * 40):
+        assert secret not in shown
+    assert "cache:6379" in shown

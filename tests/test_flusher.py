@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -62,11 +63,13 @@ def test_tracker_workers_converge_then_nothing_to_write(
     database_url: str,
     make_flusher: MakeFlusher,
 ) -> None:
-    """4 worker processes (real trackers, which hydrate the fresh namespace themselves)
-    record a known mix and close; one flush makes every row equal its Redis hash."""
+    """4 worker processes (real trackers) record a known mix and close; one flush makes
+    every row equal its Redis hash."""
+    with make_engine(database_url) as engine:
+        hydrate.hydrate_shards(redis_client, keys, engine)  # as the flusher leader does first
     workers = [0, 1, 2, 3]
     processes = [
-        run_python(TRACKER_WORKER, redis_url, keys.namespace, database_url, str(worker))
+        run_python(TRACKER_WORKER, redis_url, keys.namespace, str(worker))
         for worker in workers
     ]
     for process in processes:
@@ -157,7 +160,8 @@ def test_snapshot_read_protocol(
     def read(passed: list[str]) -> list[str]:
         return list(
             script(
-                keys=[sk.changed, sk.hydrated, sk.acks] + [sk.domain(d) for d in passed],
+                keys=[sk.changed, sk.hydrated, sk.acks, sk.ack_seen]
+                + [sk.domain(d) for d in passed],
                 args=[names, len(sk.domain(""))],
             )
         )
@@ -173,7 +177,8 @@ def test_snapshot_read_protocol(
     # A domain without a hash has no line (never written); the snapshot takes all.
     code, acks, text = read([*in_shard, "ghost.example"])
     assert int(code) == 2
-    assert acks == "w,1"
+    seen = int(redis_client.zscore(sk.ack_seen, "w") or 0)
+    assert acks == f"w,1,{seen}"
     lines = text.split("\n")
     assert [line.split("\t")[0] for line in lines] == in_shard
     for line in lines:
@@ -185,7 +190,7 @@ def test_snapshot_read_protocol(
         assert store_stats.decode_histogram(row["latency_histogram"]) == histogram
     assert not redis_client.exists(sk.changed)
     # Nothing changed: an empty snapshot.
-    assert read([]) == [2, "w,1", ""]
+    assert read([]) == [2, f"w,1,{seen}", ""]
 
 
 def test_flush_follows_domains_added_during_the_read(
@@ -311,11 +316,13 @@ def test_background_thread_flushes_and_stop_flushes_last(
     assert flusher.start() is flusher
     domains = [f"b{i}.example" for i in range(20)]
     wait_for(lambda: flusher.is_leader, 5, "the only flusher leads")
-    push(redis_client, keys, "w", 1, event_deltas(1, domains))
+    wait_for(lambda: not hydrate.missing_shards(redis_client, keys), 5, "the leader hydrates")
+    assert set(push(redis_client, keys, "w", 1, event_deltas(1, domains)).values()) == {1}
     wait_for(lambda: len(db_stats(engine)) == 20, 5, "the thread flushes")
     assert_converged(redis_client, keys, engine)
     assert "leadership acquired" in caplog.text
-    assert "flushed 20 rows" in caplog.text
+    flushed = [int(n) for n in re.findall(r"flushed (\d+) rows", caplog.text)]
+    assert sum(flushed) == 20  # in one flush, or split by one that ran during the push
 
     slow = make_flusher(engine, interval=3600, lock_ttl=2)
     flusher.stop()

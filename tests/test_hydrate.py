@@ -9,8 +9,14 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fedtrack_redis import hydrate, scripts
+from fedtrack_redis import hydrate
+from fedtrack_redis.connections import database_engine
+from fedtrack_redis.engine import RedisEngine
+from fedtrack_redis.errors import DatabaseMismatchError
+from fedtrack_redis.identity import IdentityGuard, database_id
+from fedtrack_redis.scripts import Scripts
 from fedtrack_redis.keys import SHARDS, NamespaceKeys, shard_of
+from fedtrack_redis.store import migrate
 from fedtrack_redis.store import stats as store_stats
 from fedtrack_redis.store.schema import federation_flusher
 from flusher_helpers import (
@@ -33,6 +39,18 @@ def markers(client: redis.Redis, keys: NamespaceKeys) -> list[bool]:
     return [bool(client.exists(shard.hydrated)) for shard in keys.shards]
 
 
+def read_plans(
+    client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, shards: list[int]
+) -> tuple[str, dict[int, Any]]:
+    return hydrate._read_plans(
+        RedisEngine.wrap(client), keys, engine, shards, IdentityGuard(keys.namespace)
+    )
+
+
+def runner(client: redis.Redis) -> Scripts:
+    return Scripts(RedisEngine.wrap(client))
+
+
 def test_empty_database_sets_every_marker_and_adds_nothing(
     redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine
 ) -> None:
@@ -42,7 +60,7 @@ def test_empty_database_sets_every_marker_and_adds_nothing(
     assert hydrate.missing_shards(redis_client, keys) == []
     for shard in keys.shards:
         assert not redis_client.exists(shard.active, shard.acks, shard.hydrating, shard.changed)
-        assert int(redis_client.get(shard.hydrated) or 0) > 1_600_000_000
+        assert redis_client.get(shard.hydrated) == database_id(engine)  # G11
 
 
 def test_creates_missing_tables(
@@ -130,15 +148,15 @@ def test_hydrator_dying_midway_is_completed_exactly_once(
     monkeypatch.setattr(hydrate, "CHUNK_DOMAINS", 3)
     rows = make_rows(200)
     write_rows(engine, rows, [(0, "w", 3)])
-    script = scripts.register(redis_client, "hydrate")
-    plans = hydrate._read_plans(engine, [0, 1])
+    script = runner(redis_client)
+    identity, plans = read_plans(redis_client, keys, engine, [0, 1])
     read_at = int(redis_client.time()[0])
     for shard in (0, 1):
         plan = plans[shard]
         assert len(plan.chunks) > 2
         # "Die" after two chunks of the plan; replaying them is a no-op.
         codes = [
-            hydrate.apply_chunk(script, keys.shards[shard], plan, index, read_at)
+            hydrate.apply_chunk(script, keys.shards[shard], plan, index, read_at, identity)
             for index in (0, 1, 0, 1)
         ]
         assert codes == [1, 1, 0, 0]
@@ -164,16 +182,17 @@ def test_stale_read_and_foreign_plan_are_refused(
     rows = make_rows(40)
     write_rows(engine, rows, [])
     shard = shard_of("d0.example")
-    script = scripts.register(redis_client, "hydrate")
-    plan = hydrate._read_plans(engine, [shard])[shard]
+    script = runner(redis_client)
+    identity, plans = read_plans(redis_client, keys, engine, [shard])
+    plan = plans[shard]
     now = int(redis_client.time()[0])
     # A read older than MAX_READ_AGE is not applied.
-    assert hydrate._apply(script, keys.shards[shard], plan, now - 3600) == (0, False)
+    assert hydrate._apply(script, keys.shards[shard], plan, now - 3600, identity) == (0, False)
     assert redis_stats(redis_client, keys, list(rows)) == {}
     # One chunk of a plan applied, then a chunk of a different plan is refused.
-    assert hydrate.apply_chunk(script, keys.shards[shard], plan, 0, now) == 1
+    assert hydrate.apply_chunk(script, keys.shards[shard], plan, 0, now, identity) == 1
     other = hydrate._Plan(plan.chunks, plan.acks, "0" * 32)
-    assert hydrate._apply(script, keys.shards[shard], other, now) == (0, False)
+    assert hydrate._apply(script, keys.shards[shard], other, now, identity) == (0, False)
     # The real hydrator continues the plan in progress.
     hydrate.hydrate_shards(redis_client, keys, engine, shards=[shard])
     expected = {d: {**r, "queued_messages": 0} for d, r in rows.items() if shard_of(d) == shard}
@@ -190,11 +209,12 @@ def test_lost_progress_restarts_from_a_fresh_read(
     rows = make_rows(150)
     write_rows(engine, rows, [])
     shard = shard_of("d0.example")
-    script = scripts.register(redis_client, "hydrate")
-    plan = hydrate._read_plans(engine, [shard])[shard]
+    script = runner(redis_client)
+    identity, plans = read_plans(redis_client, keys, engine, [shard])
+    plan = plans[shard]
     now = int(redis_client.time()[0])
     for index in (0, 1):
-        assert hydrate.apply_chunk(script, keys.shards[shard], plan, index, now) == 1
+        assert hydrate.apply_chunk(script, keys.shards[shard], plan, index, now, identity) == 1
     # Redis loses the shard again mid-hydration (progress and data).
     shard_domains = [d for d in rows if shard_of(d) == shard]
     redis_client.delete(
@@ -203,7 +223,7 @@ def test_lost_progress_restarts_from_a_fresh_read(
         *(keys.shards[shard].domain(d) for d in shard_domains),
     )
     # A hydrator still holding the old plan hits a gap at chunk 2 and starts over.
-    assert hydrate.apply_chunk(script, keys.shards[shard], plan, 2, now) == -1
+    assert hydrate.apply_chunk(script, keys.shards[shard], plan, 2, now, identity) == -1
     assert hydrate.hydrate_shards(redis_client, keys, engine, shards=[shard]) == len(shard_domains)
     expected = {d: {**rows[d], "queued_messages": 0} for d in shard_domains}
     assert redis_stats(redis_client, keys, list(rows)) == expected
@@ -303,3 +323,64 @@ def test_database_rows_unchanged_by_hydrate(
     write_rows(engine, rows, [])
     hydrate.hydrate_shards(redis_client, keys, engine)
     assert db_stats(engine) == rows
+
+
+# -- G11: the right database -------------------------------------------------------------
+
+
+@pytest.fixture
+def other_engine(sqlite_url: str) -> Any:
+    """A second, unrelated database (its own identity), schema created."""
+    other = database_engine(sqlite_url.replace("fedtrack.sqlite3", "other.sqlite3"))
+    migrate.upgrade(other)
+    yield other
+    other.dispose()
+
+
+def test_another_database_cannot_hydrate_over_a_surviving_marker(
+    redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, other_engine: sa.Engine
+) -> None:
+    rows = make_rows(30)
+    write_rows(engine, rows, [])
+    hydrate.hydrate_shards(redis_client, keys, engine)
+    lost = [shard_of("d0.example"), shard_of("d1.example")]
+    for shard in lost:  # a partial loss: two shards gone, the others survive
+        redis_client.delete(keys.shards[shard].hydrated)
+    with other_engine.connect() as connection:
+        fence = store_stats.current_fence(connection)
+    with pytest.raises(DatabaseMismatchError) as info:
+        hydrate.hydrate_shards(redis_client, keys, other_engine)
+    message = str(info.value)
+    assert database_id(engine) in message and database_id(other_engine) in message
+    assert "\n" not in message
+    assert hydrate.missing_shards(redis_client, keys) == sorted(set(lost))  # nothing added
+    with other_engine.connect() as connection:
+        assert store_stats.current_fence(connection) == fence  # no token taken either
+    assert hydrate.hydrate_shards(redis_client, keys, engine) > 0  # the right one may
+
+
+def test_a_remembered_identity_refuses_another_database_after_a_total_loss(
+    redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, other_engine: sa.Engine
+) -> None:
+    guard = IdentityGuard(keys.namespace)
+    hydrate.hydrate_shards(redis_client, keys, engine, guard=guard)
+    assert guard.remembered == database_id(engine)
+    for shard in keys.shards:
+        redis_client.delete(shard.hydrated)  # Redis lost everything: nothing names a database
+    with pytest.raises(DatabaseMismatchError):
+        hydrate.hydrate_shards(redis_client, keys, other_engine, guard=guard)
+    assert hydrate.missing_shards(redis_client, keys) == list(range(SHARDS))
+    pinned = IdentityGuard(keys.namespace, pinned=database_id(engine))
+    with pytest.raises(DatabaseMismatchError):
+        hydrate.hydrate_shards(redis_client, keys, other_engine, guard=pinned)
+    assert hydrate.hydrate_shards(redis_client, keys, engine, guard=pinned) == 0
+    assert hydrate.missing_shards(redis_client, keys) == []
+
+
+def test_the_policy_keys_name_the_database_too(
+    redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, other_engine: sa.Engine
+) -> None:
+    redis_client.hset(keys.policy_meta, mapping={"version": 1, "database_id": database_id(engine)})
+    with pytest.raises(DatabaseMismatchError):
+        hydrate.hydrate_shards(redis_client, keys, other_engine)
+    assert hydrate.missing_shards(redis_client, keys) == list(range(SHARDS))

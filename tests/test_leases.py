@@ -35,9 +35,9 @@ DOMAINS = ["a.example", "b.example", "c.example", "d.example"]
 WORKER = """
     import signal
     from fedtrack_redis import FederationTracker
-    redis_url, namespace, database, domains = ARGS
+    redis_url, namespace, domains = ARGS
     tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.05,
-                                lease_ttl=2.0, database=database)
+                                lease_ttl=2.0)
     for domain in domains:
         tracker.increment_queue(domain)
         tracker.increment_queue(domain)
@@ -63,7 +63,7 @@ def test_a_killed_worker_releases_its_in_flight_count_and_a_live_one_keeps_it(
     for domain in DOMAINS[:2]:
         live.increment_queue(domain)
     live.push()
-    child = start_child(WORKER.replace("ARGS", repr((redis_url, namespace, sqlite_url, DOMAINS))))
+    child = start_child(WORKER.replace("ARGS", repr((redis_url, namespace, DOMAINS))))
     try:
         dead_id = read_line(child)
         assert queued(redis_client, namespace) == {
@@ -160,7 +160,7 @@ def lease(client: redis.Redis, shard: ShardKeys, worker: str, counts: dict[str, 
     rows = [(d, [0, 0, 0, 0, 0, 0, 0, 0, n, None]) for d, n in counts.items()]
     chunk = seal(shard, 1, worker, 30_000, 600, rows)
     push = scripts.register(client, "push")
-    assert push(keys=list(chunk.keys), args=list(chunk.args))[0] == 1
+    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000])[0] == 1
     client.zadd(shard.leases, {worker: 1000})
 
 

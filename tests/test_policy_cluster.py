@@ -9,7 +9,8 @@ from contextlib import closing
 import pytest
 import redis
 
-from fedtrack_redis import PolicyStore, PropagationPendingError
+from fedtrack_redis import Flusher, PolicyStore, PropagationPendingError
+from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.policy.state import Change
 from fedtrack_redis.policy.sync import PolicyRedis
@@ -56,16 +57,16 @@ class Workers:
 
 
 @pytest.fixture
-def workers(postgres_url: str, redis_url: str, namespace: str) -> Iterator[Workers]:
-    group = Workers(3, postgres_url, redis_url, namespace)
+def workers(migrated_postgres_url: str, redis_url: str, namespace: str) -> Iterator[Workers]:
+    group = Workers(3, migrated_postgres_url, redis_url, namespace)
     yield group
     group.close()
 
 
 def test_changes_reach_every_process(
-    workers: Workers, postgres_url: str, redis_url: str, namespace: str
+    workers: Workers, migrated_postgres_url: str, redis_url: str, namespace: str
 ) -> None:
-    with PolicyStore(postgres_url, redis_url, namespace=namespace) as store:
+    with PolicyStore(migrated_postgres_url, redis_url, namespace=namespace) as store:
         store.add_rule("spam.example")
         workers.wait_all(lambda s: s[3] == ("spam.example",), "rule added everywhere")
         store.add_rule("junk.example")
@@ -136,12 +137,16 @@ def test_a_process_that_missed_messages_resyncs(
     writer.add_rule("seen.example")
     wait_for(lambda: reader.has_rule("seen.example"), 5, "first rule")
     # Apply the next change to Redis but announce it on a channel nobody listens to.
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    with closing(client):
-        side = PolicyRedis(client, NamespaceKeys(namespace))
+    engine = RedisEngine.open(redis_url)
+    try:
+        side = PolicyRedis(engine, NamespaceKeys(namespace))
         side.keys = SilentKeys(namespace)
         silent = Change(writer.version + 1, "add", domain="missed.example", created_at=1)
-        assert side.apply(silent) == 1
+        identity = writer.database_id()
+        assert identity is not None
+        assert side.apply(silent, identity) == 1
+    finally:
+        engine.close()
     wait_for(lambda: reader.has_rule("missed.example"), 5, "resync after a missed message")
 
 
@@ -162,10 +167,12 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.mark.slow
 def test_cut_subscriptions_resync_and_converge(
-    own_redis: RedisServer, postgres_url: str, namespace: str
+    own_redis: RedisServer, migrated_postgres_url: str, namespace: str
 ) -> None:
     stores = [
-        PolicyStore(postgres_url, own_redis.url, namespace=namespace, resync_interval=5.0).init()
+        PolicyStore(
+            migrated_postgres_url, own_redis.url, namespace=namespace, resync_interval=5.0
+        ).init()
         for _ in range(3)
     ]
     try:
@@ -191,12 +198,14 @@ def test_cut_subscriptions_resync_and_converge(
 
 
 @pytest.mark.slow
-def test_redis_restart_is_rebuilt_from_the_database(
-    own_redis: RedisServer, postgres_url: str, namespace: str
+def test_redis_restart_is_rebuilt_from_the_database_by_the_flusher_leader(
+    own_redis: RedisServer, migrated_postgres_url: str, namespace: str
 ) -> None:
-    writer = PolicyStore(postgres_url, own_redis.url, namespace=namespace, resync_interval=0.2)
-    reader = PolicyStore(postgres_url, own_redis.url, namespace=namespace, resync_interval=0.2)
-    with writer, reader:
+    url = migrated_postgres_url
+    writer = PolicyStore(url, own_redis.url, namespace=namespace, resync_interval=0.2)
+    reader = PolicyStore(url, own_redis.url, namespace=namespace, resync_interval=0.2)
+    leader = Flusher(own_redis.url, url, namespace=namespace, interval=1.0, lock_ttl=2.0)
+    with writer, reader, leader:
         writer.add_rule("kept.example")
         wait_for(lambda: reader.has_rule("kept.example"), 5, "rule reached the reader")
         own_redis.kill()
@@ -208,8 +217,8 @@ def test_redis_restart_is_rebuilt_from_the_database(
             writer.add_rule("while-down.example")
         assert writer.has_rule("while-down.example")
         assert not reader.has_rule("while-down.example")
-        own_redis.start()  # empty: no persistence
-        wait_for(lambda: reader.has_rule("while-down.example"), 10, "change reached the reader")
+        own_redis.start()  # empty: no persistence; the flusher leader rebuilds the policy
+        wait_for(lambda: reader.has_rule("while-down.example"), 15, "change reached the reader")
         keys = NamespaceKeys(namespace)
         client = redis.Redis(port=own_redis.port, decode_responses=True)
         with closing(client):

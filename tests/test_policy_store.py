@@ -129,7 +129,7 @@ def test_use_before_init_or_after_close_raises(
         store.has_rule("a.example")
     with pytest.raises(NotInitializedError):
         store.add_rule("a.example")
-    store.init()
+    store.init(migrate=True)
     store.close()
     store.close()  # idempotent
     with pytest.raises(NotInitializedError):

@@ -115,15 +115,27 @@ def test_load_lines_sorted_by_domain(engine: sa.Engine) -> None:
 
 def test_acks_never_go_down_and_prune(engine: sa.Engine) -> None:
     with engine.begin() as connection:
-        stats.upsert_acks(connection, [(1, "w1", 5), (1, "w2", 7), (2, "w1", 1)])
-        stats.upsert_acks(connection, [(1, "w1", 3), (1, "w2", 8)])
+        stats.upsert_acks(connection, [(1, "w1", 5, 100), (1, "w2", 7, 100), (2, "w1", 1, 50)])
+        stats.upsert_acks(connection, [(1, "w1", 3, 90), (1, "w2", 8, 300)])
     assert db_acks(engine) == {(1, "w1"): 5, (1, "w2"): 8, (2, "w1"): 1}
     with engine.begin() as connection:
-        stats.prune_acks(connection, 1, ["w2"])
-        assert stats.load_acks(connection) == [(1, "w2", 8), (2, "w1", 1)]
-        stats.prune_acks(connection, 2, [])
+        # w1 on shard 1 was last seen at 100 (90 does not move it back), w2 at 300
+        assert stats.prune_acks(connection, 100) == 1  # (2, w1) seen at 50
+        assert stats.load_acks(connection) == [(1, "w1", 5), (1, "w2", 8)]
+        assert stats.prune_acks(connection, 301) == 2
         assert stats.upsert_acks(connection, []) == 0
-    assert db_acks(engine) == {(1, "w2"): 8}
+    assert db_acks(engine) == {}
+
+
+def test_pruning_seventy_thousand_workers_is_one_statement(engine: sa.Engine) -> None:
+    """Worker ids churn: pruning never binds one parameter per worker (PostgreSQL refuses
+    more than 65,535 parameters, SQLite 32,766)."""
+    acks = [(3, f"worker-{index}", index, 1_000 + index % 2) for index in range(70_000)]
+    with engine.begin() as connection:
+        assert stats.upsert_acks(connection, acks) == 70_000
+    with engine.begin() as connection:
+        assert stats.prune_acks(connection, 1_001) == 35_000
+    assert len(db_acks(engine)) == 35_000
 
 
 def test_fencing_token(engine: sa.Engine) -> None:

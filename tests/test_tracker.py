@@ -285,7 +285,7 @@ def test_pushes_survive_a_script_flush(
 def test_the_hot_path_never_raises_when_redis_is_down(
     make_tracker: MakeTracker, namespace: str
 ) -> None:
-    tracker = make_tracker(redis=f"redis://127.0.0.1:{free_port()}/0", database=None)
+    tracker = make_tracker(redis=f"redis://127.0.0.1:{free_port()}/0", hydrated=False)
     tracker.record_success("example.com", 10, "HTTP")
     tracker.increment_queue("example.com")
     tracker.touch("example.com")
@@ -301,7 +301,7 @@ def test_the_hot_path_never_raises_when_redis_is_down(
 def test_push_to_an_unhydrated_shard_waits_then_succeeds(
     make_tracker: MakeTracker, redis_client: redis.Redis, namespace: str
 ) -> None:
-    tracker = make_tracker(database=None)
+    tracker = make_tracker(hydrated=False)
     tracker.record_failure("example.com", "HTTP")
     with pytest.raises(BackendUnavailableError):
         tracker.push(timeout=0.3)  # nobody hydrates: refused, kept
@@ -311,26 +311,41 @@ def test_push_to_an_unhydrated_shard_waits_then_succeeds(
     assert counters(redis_client, namespace, "example.com")["failed_http"] == 1
 
 
-def test_a_tracker_with_a_database_hydrates_a_new_namespace(
-    make_tracker: MakeTracker, redis_client: redis.Redis, namespace: str
+def test_a_tracker_never_hydrates_a_new_namespace_itself(
+    make_tracker: MakeTracker, redis_client: redis.Redis, namespace: str, sqlite_url: str
 ) -> None:
-    tracker = make_tracker()  # database=sqlite_url
+    tracker = make_tracker(hydrated=False)
     tracker.record_success("example.com", 12, "SMTP")
-    tracker.push()
-    assert tracker.push_stats.hydrations >= 1
+    with pytest.raises(BackendUnavailableError):
+        tracker.push(timeout=0.3)
+    assert tracker.push_stats.refused >= 1
     keys = NamespaceKeys(namespace)
-    assert redis_client.exists(keys.shard_for("example.com").hydrated)  # only the shard pushed to
+    assert not any(redis_client.exists(shard.hydrated) for shard in keys.shards)
+    flusher = tracker.start_flusher(sqlite_url, interval=0.2)  # the leader hydrates
+    wait_for(lambda: flusher.is_leader, 10, "the flusher to lead")
+    tracker.push()
     stat = tracker.get("example.com")
     assert stat is not None and stat.success_smtp == 1
 
 
-def test_hydrate_method_marks_every_shard(
+def test_hydrate_method_marks_every_shard_with_the_database_identity(
     make_tracker: MakeTracker, redis_client: redis.Redis, namespace: str, sqlite_url: str
 ) -> None:
-    tracker = make_tracker(database=None)
+    from fedtrack_redis.connections import database_engine
+    from fedtrack_redis.identity import database_id
+
+    tracker = make_tracker(hydrated=False)
     assert tracker.hydrate(sqlite_url) == 0  # empty database: nothing restored
+    engine = database_engine(sqlite_url)
+    try:
+        identity = database_id(engine)
+    finally:
+        engine.dispose()
     keys = NamespaceKeys(namespace)
-    assert all(redis_client.exists(shard.hydrated) for shard in keys.shards)
+    assert [redis_client.get(shard.hydrated) for shard in keys.shards] == [identity] * 16
+    tracker.record_failure("example.com", "HTTP")
+    tracker.push()
+    assert tracker._pusher.identity == identity  # learnt from the acknowledged push
 
 
 def test_worker_ids_are_unique_and_validated(make_tracker: MakeTracker) -> None:
@@ -386,11 +401,12 @@ def test_package_exports_the_tracker() -> None:
 
 
 def test_global_tracker_is_configured_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, namespace: str, sqlite_url: str
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
+    mark_hydrated(redis_client, namespace)
     monkeypatch.setenv("FEDTRACK_REDIS_URL", redis_url)
     monkeypatch.setenv("FEDTRACK_NAMESPACE", namespace)
-    monkeypatch.setenv("FEDTRACK_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("FEDTRACK_DATABASE_URL", raising=False)  # a worker needs none
     monkeypatch.setenv("FEDTRACK_PUSH_INTERVAL", "0.05")
     reset_globals()
     try:
@@ -399,7 +415,7 @@ def test_global_tracker_is_configured_from_the_environment(
         assert tracker.namespace == namespace
         assert tracker.push_interval == 0.05
         tracker.record_failure("example.com", "HTTP")
-        wait_for(lambda: tracker.get("example.com") is not None, 10, "a self-hydrating push")
+        wait_for(lambda: tracker.get("example.com") is not None, 10, "a push")
     finally:
         reset_globals()
     assert tracker.closed
@@ -408,11 +424,10 @@ def test_global_tracker_is_configured_from_the_environment(
 SIGTERM_CHILD = """
     import signal, sys
     from fedtrack_redis import FederationTracker
-    redis_url, namespace, database, own_handler = sys.argv[1:5]
+    redis_url, namespace, own_handler = sys.argv[1:4]
     if own_handler == "1":
         signal.signal(signal.SIGTERM, lambda *a: (print("app handler", flush=True), sys.exit(3)))
-    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=3600,
-                                database=database)
+    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=3600)
     for i in range(1000):
         tracker.record_success("example.com", i, "HTTPS")
     print("ready", flush=True)
@@ -423,11 +438,12 @@ SIGTERM_CHILD = """
 
 @pytest.mark.parametrize("own_handler", [False, True])
 def test_sigterm_closes_the_tracker_unless_the_app_handles_it(
-    own_handler: bool, redis_url: str, namespace: str, sqlite_url: str, redis_client: redis.Redis
+    own_handler: bool, redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
+    mark_hydrated(redis_client, namespace)
     child = start_child(
         SIGTERM_CHILD.replace(
-            "sys.argv[1:5]", repr([redis_url, namespace, sqlite_url, "1" if own_handler else "0"])
+            "sys.argv[1:4]", repr([redis_url, namespace, "1" if own_handler else "0"])
         )
     )
     try:
@@ -489,7 +505,6 @@ def test_start_flusher_persists_and_close_stops_it(
     make_tracker: MakeTracker, sqlite_url: str
 ) -> None:
     tracker = make_tracker()
-    tracker.hydrate(sqlite_url)  # migrate first: concurrent SQLite migrations may collide
     flusher = tracker.start_flusher(sqlite_url, interval=0.2)
     tracker.record_success("example.com", 42, "SMTP")
     tracker.push()

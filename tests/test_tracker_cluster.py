@@ -20,7 +20,7 @@ def test_four_worker_processes_add_up_exactly(
     redis_client: redis.Redis, redis_url: str, namespace: str, sqlite_url: str
 ) -> None:
     engine = database_engine(sqlite_url)
-    try:  # hydrate once up front so the workers do not all create the tables at once
+    try:  # hydrate up front, as the flusher leader would (workers never hydrate)
         hydrate_shards(redis_client, NamespaceKeys(namespace), engine)
     finally:
         engine.dispose()
@@ -28,7 +28,7 @@ def test_four_worker_processes_add_up_exactly(
     with context.Pool(WORKERS) as pool:
         ids = pool.starmap(
             run_worker,
-            [(redis_url, namespace, sqlite_url, seed, EVENTS) for seed in range(WORKERS)],
+            [(redis_url, namespace, seed, EVENTS) for seed in range(WORKERS)],
         )
     assert len(set(ids)) == WORKERS
     expected: dict[str, dict[str, int]] = {}

@@ -1,9 +1,9 @@
 """Shared helpers and fixtures of the tracker tests (import the fixtures by name).
 
-`make_tracker` builds trackers on the test's namespace and closes them afterwards; they
-hydrate the shards they push to for real, from the test's own SQLite database. Pure push
-tests may instead mark a brand-new namespace hydrated (`mark_hydrated`), which is what
-hydrating an empty database amounts to.
+`make_tracker` builds trackers on the test's namespace and closes them afterwards. Trackers
+never hydrate (the flusher leader does), so the fixture first marks the brand-new
+namespace hydrated (`mark_hydrated`), which is what hydrating an empty database amounts to;
+pass ``hydrated=False`` to start from an unhydrated namespace.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ COUNTERS = COUNTER_COLUMNS
 
 
 def mark_hydrated(client: redis.Redis, namespace: str) -> None:
-    """Set the 16 ``hydrated`` markers of a brand-new namespace (an empty database's worth)."""
+    """Set the 16 ``hydrated`` markers of a brand-new namespace (an empty database's worth),
+    as legacy markers that name no database (any process accepts them)."""
     for shard in NamespaceKeys(namespace).shards:
-        client.set(shard.hydrated, "0")
+        client.set(shard.hydrated, "0", nx=True)
 
 
 def domain_hash(client: redis.Redis, namespace: str, domain: str) -> dict[str, str]:
@@ -67,18 +68,16 @@ def lease_holders(client: redis.Redis, namespace: str) -> set[str]:
 
 @pytest.fixture
 def make_tracker(
-    redis_url: str, namespace: str, sqlite_url: str
+    redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> Iterator[Callable[..., FederationTracker]]:
-    """Build trackers on the test's namespace (push every 50 ms, hydrating from the test's
-    own SQLite database, by default); all closed after the test."""
+    """Build trackers on the test's namespace (push every 50 ms, namespace marked hydrated
+    unless ``hydrated=False``); all closed after the test."""
     trackers: list[FederationTracker] = []
 
-    def make(**options: Any) -> FederationTracker:
-        settings: dict[str, Any] = {
-            "namespace": namespace,
-            "push_interval": 0.05,
-            "database": sqlite_url,
-        }
+    def make(*, hydrated: bool = True, **options: Any) -> FederationTracker:
+        if hydrated:
+            mark_hydrated(redis_client, namespace)
+        settings: dict[str, Any] = {"namespace": namespace, "push_interval": 0.05}
         settings.update(options)
         url = settings.pop("redis", redis_url)
         tracker = FederationTracker(url, **settings)
@@ -193,9 +192,9 @@ def expected_totals(events: list[tuple[str, str, int, str]]) -> dict[str, dict[s
     return totals
 
 
-def run_worker(redis_url: str, namespace: str, database: str, seed: int, events: int) -> str:
+def run_worker(redis_url: str, namespace: str, seed: int, events: int) -> str:
     """Body of a worker process: replay a workload, then close (which pushes the rest)."""
-    tracker = FederationTracker(redis_url, namespace=namespace, database=database)
+    tracker = FederationTracker(redis_url, namespace=namespace)
     replay(tracker, workload(seed, 300, events))
     tracker.close()
     return tracker.worker_id

@@ -10,7 +10,8 @@
 -- KEYS[1]   changed set      fedtrack:{<ns>:<SS>}:changed
 -- KEYS[2]   hydrated marker  fedtrack:{<ns>:<SS>}:hydrated
 -- KEYS[3]   acks hash        fedtrack:{<ns>:<SS>}:acks      (worker -> last seq applied)
--- KEYS[4..] domain hashes    fedtrack:{<ns>:<SS>}:d:<domain>, the domains passed
+-- KEYS[4]   acks seen        fedtrack:{<ns>:<SS>}:ackseen   (worker -> unix s of last apply)
+-- KEYS[5..] domain hashes    fedtrack:{<ns>:<SS>}:d:<domain>, the domains passed
 -- ARGV[1]   counter field names in stats-line order, comma-separated
 -- ARGV[2]   length of the domain hash keys' prefix "fedtrack:{<ns>:<SS>}:d:"; the domain
 --           of KEYS[i] is what follows it (parsed, never used to build a key)
@@ -19,7 +20,7 @@
 --         {1, domain, ...}      `changed` holds these domains beyond those passed: call
 --                               again with them added (nothing changed)
 --         {2, acks, lines}      the snapshot; `changed` is deleted. `acks` is
---                               "worker,seq,worker,seq..."; `lines` holds one stats line
+--                               "worker,seq,seen,worker,seq,seen..."; `lines` holds one stats line
 --                               per passed domain that has a hash, joined by "\n":
 --                               "domain\t<counters>\t<last_active|\N>\t<bucket:count,...>"
 --                               (increasing buckets, zeros left out). A domain without a
@@ -33,7 +34,7 @@ local skip = tonumber(ARGV[2]) + 1
 local sub = string.sub
 local domains = {}
 local passed = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local domain = sub(KEYS[i], skip)
   domains[i] = domain
   passed[domain] = true
@@ -57,7 +58,7 @@ local byte, concat, sort = string.byte, table.concat, table.sort
 local lines = {}
 local nout = 0
 local row = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local flat = redis.call('HGETALL', KEYS[i])
   if #flat > 0 then
     nout = nout + 1
@@ -100,6 +101,16 @@ for i = 4, #KEYS do
     lines[nout] = domains[i] .. '\t' .. concat(row, '\t') .. '\t' .. last_active .. '\t' .. histogram
   end
 end
-local acks = concat(redis.call('HGETALL', KEYS[3]), ',')
+local seen = {}
+local scored = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for j = 1, #scored, 2 do
+  seen[scored[j]] = scored[j + 1]
+end
+local pairs_ = redis.call('HGETALL', KEYS[3])
+local triples = {}
+for j = 1, #pairs_, 2 do
+  triples[#triples + 1] = pairs_[j] .. ',' .. pairs_[j + 1] .. ',' .. (seen[pairs_[j]] or '0')
+end
+local acks = concat(triples, ',')
 redis.call('DEL', KEYS[1])
 return {2, acks, concat(lines, '\n')}

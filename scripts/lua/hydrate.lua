@@ -24,6 +24,7 @@
 --           (queued_messages: a gauge that live workers re-assert)
 -- ARGV[8]   the chunk's stats lines joined by "\n", in KEYS[6..] order, each
 --           "domain\t<counters>\t<last_active|\N>\t<bucket:count,...>" ("" when empty)
+-- ARGV[9]   the identity of the database read (G11): the marker's value once hydrated
 --
 -- Returns  2  the marker is present: the shard is hydrated, nothing done
 --          1  chunk applied (the last chunk also restored the acks and set the marker)
@@ -31,7 +32,7 @@
 --         -1  progress gap (the progress hash was lost): re-read and start over
 --         -2  the read is older than ARGV[5]: re-read
 --         -3  the chunk belongs to a different plan than the one in progress
--- Clock: the server's TIME (age of the read, the marker's value, ackseen scores).
+-- Clock: the server's TIME (age of the read, ackseen scores).
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 2
@@ -146,6 +147,6 @@ if ARGV[6] ~= '' then
     redis.call('ZADD', KEYS[5], 'NX', now, acks[j])
   end
 end
-redis.call('SET', KEYS[1], now)
+redis.call('SET', KEYS[1], ARGV[9])
 redis.call('DEL', KEYS[2])
 return 1

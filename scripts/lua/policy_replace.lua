@@ -1,29 +1,42 @@
--- policy_replace.lua: replace the whole policy state with a database snapshot.
+-- policy_replace.lua: replace the whole policy state with a database snapshot whose rules
+-- the caller has already written, in small HSET batches, into a staging hash.
 --
--- KEYS[1]  rules hash        fedtrack:{<ns>:policy}:rules   (domain -> created_at)
--- KEYS[2]  meta hash         fedtrack:{<ns>:policy}:meta    (version, policy, enabled)
+-- KEYS[1]  rules hash        fedtrack:{<ns>:policy}:rules            (domain -> created_at)
+-- KEYS[2]  meta hash         fedtrack:{<ns>:policy}:meta             (version, policy, enabled,
+--                                                                     database_id)
+-- KEYS[3]  staging hash      fedtrack:{<ns>:policy}:staging:<token>  (the snapshot's rules;
+--                                                                     may be absent: no rules)
 -- ARGV[1]  version           version of the snapshot (from the database)
 -- ARGV[2]  policy            ACCEPT | REJECT
 -- ARGV[3]  enabled           1 | 0
 -- ARGV[4]  channel           pub/sub channel to publish on
 -- ARGV[5]  message           the JSON message to publish when replaced
--- ARGV[6..] domain, created_at, domain, created_at, ...
+-- ARGV[6]  publish command   PUBLISH, or SPUBLISH on Redis Cluster
+-- ARGV[7]  database identity of the snapshot's database (G11)
 --
--- Returns 1 when replaced and published, 0 when Redis already holds this version or a
--- newer one (nothing done). Also used with the current version when the meta hash is
--- missing (Redis lost its data): a missing meta counts as version -1.
+-- Returns 1 when replaced and published; 0 when Redis already holds this version or a
+-- newer one (nothing done, the staging hash is deleted); -2 when the meta hash names
+-- another database (nothing done, staging deleted). A missing meta counts as version -1.
+-- The old rules hash is UNLINKed (freed in the background), so the call stays short
+-- whatever the number of rules.
 -- Clock: none (versions come from the database).
 
 local version = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
+local meta = redis.call('HMGET', KEYS[2], 'version', 'database_id')
+local current = tonumber(meta[1] or '-1')
+if meta[2] and meta[2] ~= ARGV[7] then
+  redis.call('UNLINK', KEYS[3])
+  return -2
+end
 if version <= current then
+  redis.call('UNLINK', KEYS[3])
   return 0
 end
-redis.call('DEL', KEYS[1])
-for i = 6, #ARGV, 2000 do
-  local last = math.min(i + 1999, #ARGV)
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+redis.call('UNLINK', KEYS[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('RENAME', KEYS[3], KEYS[1])
 end
-redis.call('HSET', KEYS[2], 'version', version, 'policy', ARGV[2], 'enabled', ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[2], 'version', version, 'policy', ARGV[2], 'enabled', ARGV[3],
+  'database_id', ARGV[7])
+redis.call(ARGV[6], ARGV[4], ARGV[5])
 return 1

@@ -11,7 +11,8 @@
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
--- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned
+-- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
+--            the oldest beyond ARGV[7] acks per shard (a few per call)
 -- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[7+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
@@ -21,32 +22,47 @@
 --              failed_smtp, success_http, success_https, success_smtp,
 --              successful_deliveries, inbound_deliveries, total_latency_ms
 --   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
+-- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
+--            knows none yet; a marker naming another identity refuses the chunk
+-- ARGV[7]    most acks kept per shard
 --
--- Returns {status, lease_absent, fields}:
---   status        1 applied; 2 duplicate (seq already applied: nothing done, acknowledge);
+-- Returns {status, lease_absent, fields, ack, marker}:
+--   status        1 applied; 2 duplicate (seq <= acks[worker]: nothing done; the worker
+--                 acknowledges it when ack == seq, and renumbers its chunks when ack > seq,
+--                 since with one chunk in flight per shard only a seq reused from an earlier
+--                 life of the worker id can be below the stored ack);
 --                 0 refused, the shard is not hydrated (nothing done, retry unchanged);
+--                 3 refused, the marker names another database than ARGV[6] (nothing done);
 --                 -1 malformed chunk (nothing done)
 --   lease_absent  1 when the worker held no lease on this shard before the chunk (it must
 --                 re-send all its in-flight counts for the shard), else 0
 --   fields        number of domain-hash fields written (counters, h<b>, queued, last_active)
+--   ack           the worker's stored seq after the call (as a string; "" when none)
+--   marker        the hydrated marker's value (the database identity; "" when refused as
+--                 not hydrated)
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
 
 local unpack = table.unpack or unpack
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, 0, 0}
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  return {0, 0, 0, '', ''}
 end
 local worker = ARGV[1]
 local seq = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
-if not seq or not ttl or not retention or #ARGV ~= 5 then
-  return {-1, 0, 0}
+local cap = tonumber(ARGV[7])
+if not seq or not ttl or not retention or not cap or #ARGV ~= 7 then
+  return {-1, 0, 0, '', marker}
+end
+if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
+  return {3, 0, 0, '', marker}
 end
 local last = redis.call('HGET', KEYS[2], worker)
 if last and tonumber(last) >= seq then
-  return {2, 0, 0}
+  return {2, 0, 0, last, marker}
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
@@ -55,7 +71,7 @@ local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d
 --    well-formed line, and there must be one line per domain key
 local rest, lines = string.gsub(ARGV[5], LINE .. '\n?', '')
 if rest ~= '' or lines ~= #KEYS - 7 then
-  return {-1, 0, 0}
+  return {-1, 0, 0, last or '', marker}
 end
 
 -- 2. apply
@@ -137,13 +153,18 @@ flush_members()
 redis.call('HSET', KEYS[2], worker, ARGV[2])
 redis.call('ZADD', KEYS[3], stamp, worker)
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention, 'LIMIT', 0, 8)
+if #stale == 0 and redis.call('ZCARD', KEYS[3]) > cap then
+  stale = redis.call('ZRANGE', KEYS[3], 0, 7)
+end
 for _, old in ipairs(stale) do
-  redis.call('HDEL', KEYS[2], old)
-  redis.call('ZREM', KEYS[3], old)
+  if old ~= worker then
+    redis.call('HDEL', KEYS[2], old)
+    redis.call('ZREM', KEYS[3], old)
+  end
 end
 if redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   redis.call('ZREM', KEYS[6], worker)
 end
-return {1, lease_absent, fields}
+return {1, lease_absent, fields, ARGV[2], marker}

@@ -48,8 +48,8 @@ def check_federation_policy(
         from .globals import global_policy
 
         store = global_policy()
-    state = store.state
-    if not state.ready:
+    view = store.view  # one immutable snapshot: rules, mode and switch of one version
+    if not view.ready:
         store.has_rule(domain)  # raises NotInitializedError with the usual message
     # Known spellings cost one dict lookup each; DEFAULT_MEMO.get normalizes the others.
     name = memo_lookup(domain)
@@ -61,7 +61,7 @@ def check_federation_policy(
             local = DEFAULT_MEMO.get(local_domain)
         if name == local:
             return True
-    if not state.enabled:
+    if not view.enabled:
         return False
     mode = policy.upper() if policy else ""
     if not mode and get_setting is not None:
@@ -69,8 +69,8 @@ def check_federation_policy(
         if found and error is None and value:
             mode = value.upper()
     if not mode:
-        mode = state.policy
-    matched = name is not None and name in state.rules
+        mode = view.policy
+    matched = name is not None and name in view.rules
     if mode == ACCEPT:
         return not matched
     if mode == REJECT:

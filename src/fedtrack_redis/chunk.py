@@ -33,6 +33,11 @@ from .keys import ShardKeys
 Pending = list[Any]
 PENDING_BUCKETS = 9
 BUCKET_MASK = (1 << ROW_ID_SHIFT) - 1
+#: Acks of workers silent for this long are pruned by push.lua and by the flusher (a
+#: retry after that could apply twice; no worker retries a chunk for a day).
+ACK_RETENTION_SECONDS = 86_400
+#: Most acks push.lua keeps per shard (the oldest beyond it are pruned, a few per call).
+ACK_CAP = 100_000
 
 
 @dataclass
@@ -44,9 +49,10 @@ class Chunk:
     domains: int
     #: Domains given an in-flight count > 0 (the worker holds a lease for them then).
     leased: tuple[str, ...]
-    #: The complete RESP ``EVALSHA`` command, or None until packed for a script SHA.
+    #: The complete RESP ``EVALSHA`` command, or b"" until packed for a script SHA.
     wire: bytes = b""
-    sha: str = ""
+    #: What `wire` was packed for: (script SHA, expected database identity).
+    packed_for: tuple[str, str] = ("", "")
     attempts: int = 0
 
     keys: tuple[str, ...] = ()
@@ -55,12 +61,31 @@ class Chunk:
     #: lease hash holds for these domains once the chunk is applied.
     queued: dict[str, int] = field(default_factory=dict)
 
-    def packed(self, sha: str) -> bytes:
-        """The RESP bytes of this call for script `sha` (the same bytes on every retry)."""
-        if self.sha != sha:
-            self.wire = pack_command("EVALSHA", sha, str(len(self.keys)), *self.keys, *self.args)
-            self.sha = sha
+    def packed(self, sha: str, identity: str = "") -> bytes:
+        """The RESP bytes of this call for script `sha`, expecting database `identity`.
+
+        The deltas and ``(worker, seq)`` never change between retries; only what the
+        worker learnt meanwhile (the identity, a reloaded script) may.
+        """
+        if self.packed_for != (sha, identity):
+            self.wire = pack_command(
+                "EVALSHA",
+                sha,
+                str(len(self.keys)),
+                *self.keys,
+                *self.args,
+                identity,
+                str(ACK_CAP),
+            )
+            self.packed_for = (sha, identity)
         return self.wire
+
+    def renumbered(self, seq: int) -> None:
+        """Give this chunk a new sequence number (only before Redis ever applied it)."""
+        self.seq = seq
+        worker, _old, *rest = self.args
+        self.args = (worker, str(seq), *rest)
+        self.packed_for = ("", "")
 
 
 def pack_command(*items: str) -> bytes:

@@ -1,7 +1,9 @@
 """Settings from the environment (§6), checked once at start with one clear line per error.
 
-The library reads these only in `global_tracker()` / `global_policy()` and in the CLI;
-classes take explicit arguments.
+The library reads these only in `global_tracker()` / `global_policy()`, the CLI and the
+API; classes take explicit arguments. There is no default database: a process that needs
+one and was not told which fails at start naming ``FEDTRACK_DATABASE_URL`` (G11), rather
+than quietly using a SQLite file of its own.
 """
 
 from __future__ import annotations
@@ -9,39 +11,46 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .domain import normalize_domain
+from .engine import parse_redis_url
 from .errors import ConfigurationError, InvalidDomainError
+from .identity import validate_identity
 from .keys import validate_namespace
+from .redact import redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_DATABASE_URL = "sqlite:///fedtrack.sqlite3"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every §6 setting, validated."""
+    """Every §6 setting, validated. ``database_url`` is None when none was given."""
 
     redis_url: str = DEFAULT_REDIS_URL
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str | None = None
     namespace: str = "default"
     local_domain: str = ""
     push_interval: float = 1.0
     flush_interval: float = 30.0
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    database_id: str | None = None
+    wait_replicas: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the ``FEDTRACK_*`` variables; raise `ConfigurationError` on a bad value."""
         env = os.environ if environ is None else environ
+        wait_replicas = _wait_replicas(env.get("FEDTRACK_REDIS_WAIT_REPLICAS", ""))
+        redis_url = env.get("FEDTRACK_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+        try:
+            parse_redis_url(redis_url, default_wait_replicas=wait_replicas)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"FEDTRACK_REDIS_URL: {exc}") from None
+        database_id = env.get("FEDTRACK_DATABASE_ID", "").strip()
         return cls(
-            redis_url=_url(
-                env, "FEDTRACK_REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")
-            ),
-            database_url=_url(
-                env, "FEDTRACK_DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql", "sqlite")
-            ),
+            redis_url=redis_url,
+            database_url=_database_url(env.get("FEDTRACK_DATABASE_URL", "")),
             namespace=_namespace(env.get("FEDTRACK_NAMESPACE", "default")),
             local_domain=_local_domain(env.get("FEDTRACK_LOCAL_DOMAIN", "")),
             push_interval=positive_seconds(
@@ -51,7 +60,45 @@ class Settings:
                 "FEDTRACK_FLUSH_INTERVAL", env.get("FEDTRACK_FLUSH_INTERVAL"), 30.0
             ),
             admin_token=env.get("FEDTRACK_ADMIN_TOKEN") or None,
+            database_id=validate_identity(database_id) if database_id else None,
+            wait_replicas=wait_replicas,
         )
+
+    def require_database(self) -> str:
+        """The database URL, or `ConfigurationError` naming the variable (exit 2 in the CLI)."""
+        if not self.database_url:
+            raise ConfigurationError(
+                "FEDTRACK_DATABASE_URL is not set: this command needs the namespace's database"
+                " (postgresql+psycopg://user@host/db, or sqlite:///path for small installs)"
+            )
+        return self.database_url
+
+    def __repr__(self) -> str:
+        database = redact_url(self.database_url) if self.database_url else None
+        return (
+            f"Settings(redis_url={redact_url(self.redis_url)!r}, database_url={database!r},"
+            f" namespace={self.namespace!r}, local_domain={self.local_domain!r},"
+            f" push_interval={self.push_interval!r}, flush_interval={self.flush_interval!r},"
+            f" admin_token={'***' if self.admin_token else None},"
+            f" database_id={self.database_id!r}, wait_replicas={self.wait_replicas})"
+        )
+
+
+def wait_replicas_default(environ: Mapping[str, str] | None = None) -> int:
+    """``FEDTRACK_REDIS_WAIT_REPLICAS`` (the default of a URL's ``?wait_replicas=``), else 0."""
+    env = os.environ if environ is None else environ
+    return _wait_replicas(env.get("FEDTRACK_REDIS_WAIT_REPLICAS", ""))
+
+
+def _wait_replicas(raw: str) -> int:
+    raw = raw.strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 64:
+        raise ConfigurationError(
+            f"FEDTRACK_REDIS_WAIT_REPLICAS: expected an integer from 0 to 64, got {raw!r}"
+        )
+    return int(raw)
 
 
 def positive_seconds(name: str, raw: str | float | None, default: float) -> float:
@@ -67,13 +114,15 @@ def positive_seconds(name: str, raw: str | float | None, default: float) -> floa
     return value
 
 
-def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip() or default
+def _database_url(raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
     scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
-    if scheme not in schemes:
+    if scheme not in ("postgresql", "sqlite"):
         raise ConfigurationError(
-            f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)},"
-            f" got {value!r}"
+            "FEDTRACK_DATABASE_URL: expected a URL starting with postgresql:// or sqlite://,"
+            f" got {redact_url(value)!r}"
         )
     return value
 

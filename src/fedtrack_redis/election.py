@@ -25,10 +25,11 @@ import time
 import redis
 import sqlalchemy as sa
 
-from . import scripts
+from .engine import RedisEngine
 from .errors import BackendUnavailableError
 from .keys import NamespaceKeys
-from .metrics import track_leadership
+from .metrics import THREAD_ERRORS, track_leadership
+from .scripts import Scripts
 from .store import stats as store
 
 log = logging.getLogger("fedtrack_redis.flusher")
@@ -41,15 +42,20 @@ class Election:
     """One flusher's side of the election: acquire, renew, release, fencing token."""
 
     def __init__(
-        self, client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, *, ttl: float
+        self,
+        redis: RedisEngine,
+        keys: NamespaceKeys,
+        engine: sa.Engine,
+        *,
+        ttl: float,
+        scripts: Scripts | None = None,
     ) -> None:
-        self._client = client
+        self._redis = redis
         self._engine = engine
         self._key = keys.flusher_lock
         self._ttl = ttl
         self._ttl_ms = max(1, int(ttl * 1000))
-        self._renew_script = scripts.register(client, "lock_renew")
-        self._release_script = scripts.register(client, "lock_release")
+        self._scripts = scripts or Scripts(redis)
         self._state = threading.Lock()
         self._token: str | None = None
         self._fence: int | None = None
@@ -84,7 +90,7 @@ class Election:
         self._expire_if_stale()
         token = secrets.token_hex(16)
         sent = time.monotonic()
-        with self._client.pipeline(transaction=True) as pipe:
+        with self._redis.node_for(self._key).pipeline(transaction=True) as pipe:
             pipe.set(self._key, token, nx=True, px=self._ttl_ms)
             pipe.pttl(self._key)
             won, remaining = pipe.execute()
@@ -136,7 +142,7 @@ class Election:
             return False
         sent = time.monotonic()
         try:
-            ours = int(self._renew_script(keys=[self._key], args=[token, self._ttl_ms])) == 1
+            ours = int(self._scripts.run("lock_renew", [self._key], [token, self._ttl_ms])) == 1
         except redis.RedisError as exc:
             log.warning("flusher lock renewal failed (%s)", exc)
             self._expire_if_stale()
@@ -185,6 +191,7 @@ class Election:
             try:
                 self.renew()
             except Exception:  # never let the thread die
+                THREAD_ERRORS.labels("election").inc()
                 log.exception("flusher lock renewal: unexpected error")
 
     # -- internals ---------------------------------------------------------------------------
@@ -196,7 +203,7 @@ class Election:
                 return store.bump_fence(connection)
         except sa.exc.DBAPIError as exc:
             raise BackendUnavailableError(
-                f"database unavailable while taking a fencing token: {exc.orig}"
+                f"database unavailable while taking a fencing token ({type(exc.orig).__name__})"
             ) from exc
 
     def _forget(self, token: str) -> bool:
@@ -215,6 +222,6 @@ class Election:
 
     def _release(self, token: str) -> None:
         try:
-            self._release_script(keys=[self._key], args=[token])
+            self._scripts.run("lock_release", [self._key], [token])
         except redis.RedisError as exc:
             log.warning("could not release the flusher lock (%s); it expires by itself", exc)

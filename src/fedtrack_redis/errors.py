@@ -61,3 +61,22 @@ class PropagationPendingError(BackendUnavailableError):
 
 class FencedOutError(FedtrackError):
     """A flusher tried to write after a newer leader took over (fencing token too old)."""
+
+
+class DatabaseMismatchError(FedtrackError):
+    """This process's database is not the one the namespace's Redis data came from (G11).
+
+    Raised instead of hydrating, flushing, taking the flusher lock or changing rules, so a
+    process left on a default or staging database can never make PostgreSQL go backwards
+    or rebuild the cluster's rules from the wrong place. The message names both
+    identities and the (redacted) database URL.
+    """
+
+    def __init__(self, message: str, *, expected: str | None, actual: str | None) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
+
+
+class SchemaMismatchError(ConfigurationError):
+    """The database's schema revision is not the one this version of the library uses."""

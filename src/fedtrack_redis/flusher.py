@@ -4,12 +4,15 @@ Every process may run a Flusher; one of them leads (`election.Election`: a Redis
 with a TTL plus a fencing token from the database) and writes. Each tick (about a
 second) every Flusher, leader or standby:
 
-* checks the 16 ``hydrated`` markers in one pipeline and hydrates missing shards
-  (`hydrate.hydrate_shards`), so any process notices a Redis that came back empty;
-* releases expired queue leases (``leases.reap_expired_leases``, when the tracker
-  provides it);
+* checks that its database is the namespace's (G11, `identity.IdentityGuard`: the 16
+  ``hydrated`` markers and the policy keys name the database Redis came from). On a
+  mismatch it writes nothing, never takes the lock (a leader steps down), and says so on
+  every tick: a log line, ``fedtrack_database_mismatch``, and `Flusher.mismatch`;
+* releases expired queue leases (`leases.reap_expired_leases`);
 * if standby, tries to take the lock (sleeping until its TTL runs out, not longer);
-* if leader and the interval has passed, flushes.
+* if leader: adopts legacy markers, hydrates shards whose marker is missing (one
+  hydrator for the cluster, so a Redis that came back empty is refilled once), and when
+  the interval has passed, flushes.
 
 A flush reads each shard's changed domains with ``flush_read.lua`` (one atomic snapshot
 of the domains' hashes and the shard's acks; a shard without its marker is skipped), then
@@ -34,24 +37,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 import sqlalchemy as sa
-from redis import Redis, RedisError
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import Script
+from redis.cluster import RedisCluster
 
-from . import hydrate, scripts
-from .connections import database_engine, redis_client
+from . import hydrate
+from .chunk import ACK_RETENTION_SECONDS
+from .connections import database_engine
 from .election import Election
-from .errors import BackendUnavailableError, ConfigurationError, FedtrackError, FencedOutError
+from .engine import RedisEngine
+from .errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    DatabaseMismatchError,
+    FedtrackError,
+    FencedOutError,
+)
+from .identity import IdentityGuard, database_id, is_identity
 from .keys import SHARDS, NamespaceKeys
-from .metrics import FLUSH_ROWS, FLUSH_SECONDS
+from .leases import reap_expired_leases
+from .metrics import FLUSH_ROWS, FLUSH_SECONDS, THREAD_ERRORS, track_mismatch
+from .policy.sync import PolicyRedis, reconcile_with_database
+from .redact import redact_url
+from .scripts import Scripts
 from .store import migrate
 from .store import stats as store
 from .store.schema import COUNTER_COLUMNS
 
 log = logging.getLogger("fedtrack_redis.flusher")
 
-#: Seconds between ticks at most (marker checks, lease reaping, standby lock attempts).
+#: Seconds between ticks at most (identity checks, lease reaping, standby lock attempts).
 TICK = 1.0
 _COUNTERS_ARG = ",".join(COUNTER_COLUMNS)
 
@@ -63,20 +79,25 @@ class _Snapshot:
     shard: int
     domains: list[str]
     lines: list[str] = field(default_factory=list)
-    acks: list[tuple[int, str, int]] = field(default_factory=list)
+    acks: list[tuple[int, str, int, int]] = field(default_factory=list)
 
 
 class Flusher:
-    """Persist the per-domain stats of a namespace; see the module docstring."""
+    """Persist the per-domain stats of a namespace; see the module docstring.
+
+    ``database_id`` pins the identity of the namespace's database (``FEDTRACK_DATABASE_ID``):
+    a flusher whose database has another one refuses to work even when Redis is empty.
+    """
 
     def __init__(
         self,
-        redis: str | Redis,
+        redis: str | redis.Redis | RedisCluster | RedisEngine,
         database: str | sa.Engine,
         *,
         namespace: str = "default",
         interval: float = 30.0,
         lock_ttl: float = 10.0,
+        database_id: str | None = None,
     ) -> None:
         for name, value in (("interval", interval), ("lock_ttl", lock_ttl)):
             if not isinstance(value, int | float) or not 0 < value < 86400:
@@ -86,10 +107,16 @@ class Flusher:
         self.lock_ttl = float(lock_ttl)
         self._redis_source = redis
         self._database_source = database
-        self._client: Redis | None = None
-        self._engine: sa.Engine | None = None
+        url = database if isinstance(database, str) else str(database.url)
+        self.guard = IdentityGuard(namespace, pinned=database_id, database_url=url)
+        self._engine: RedisEngine | None = None
+        self._db: sa.Engine | None = None
+        self._scripts: Scripts | None = None
+        self._policy: PolicyRedis | None = None
+        self._policy_lagging: list[int | None] = [None]
         self._election: Election | None = None
         self._migrated = False
+        self._database_id: str | None = None
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,9 +125,9 @@ class Flusher:
         self._pending: dict[int, set[str]] = {}
         self._full_term = 0
         self._fenced = False
-        self._reap: Callable[[Redis, NamespaceKeys], int] | None = None
-        self._reap_checked = False
-        self._read_script: Script | None = None
+        #: Why this flusher refuses to work (G11), or None.
+        self.mismatch: str | None = None
+        track_mismatch(self)
         #: Test hook: called with "before_transaction", "after_read", "before_commit".
         self._hook: Callable[[str], None] | None = None
 
@@ -110,6 +137,11 @@ class Flusher:
     def is_leader(self) -> bool:
         """Whether this flusher holds the lock and a fencing token right now."""
         return self._election is not None and self._election.is_leader
+
+    @property
+    def database_id(self) -> str | None:
+        """The identity of this flusher's database, once read."""
+        return self._database_id
 
     def start(self) -> Flusher:
         """Start the background threads (idempotent); returns self."""
@@ -124,31 +156,35 @@ class Flusher:
     def flush_once(self) -> int:
         """Flush now if leader (becoming it if the lock is free); rows written, else 0.
 
-        Raises `BackendUnavailableError` when Redis or the database cannot be reached (the
-        domains are kept for the next flush). Returns 0 when another flusher leads,
-        including when a newer leader fenced this one out mid-flush.
+        Raises `DatabaseMismatchError` when this flusher's database is not the
+        namespace's, `BackendUnavailableError` when Redis or the database cannot be
+        reached (the domains are kept for the next flush). Returns 0 when another flusher
+        leads, including when a newer leader fenced this one out mid-flush.
         """
         if self._stopped:
             return 0
         with self._flush_lock:
             try:
-                self._prepare()
+                self._check_identity()
                 election = self._connect()
                 for _attempt in range(2):  # once more if fenced out by a hydration
                     if election.is_leader:
                         election.renew()  # also notices a lock lost with Redis's data
                     if not election.is_leader and election.try_acquire() > 0:
                         return 0
+                    self._lead()
                     self._fenced = False
                     rows = self._flush()
                     if not self._fenced:
                         return rows
                 return 0
-            except RedisError as exc:
-                raise BackendUnavailableError(f"Redis unavailable while flushing: {exc}") from exc
+            except redis.RedisError as exc:
+                raise BackendUnavailableError(
+                    f"Redis unavailable while flushing ({type(exc).__name__}: {exc})"
+                ) from exc
             except sa.exc.DBAPIError as exc:
                 raise BackendUnavailableError(
-                    f"database unavailable while flushing: {exc.orig}"
+                    f"database unavailable while flushing ({type(exc.orig).__name__})"
                 ) from exc
 
     def stop(self) -> None:
@@ -170,10 +206,10 @@ class Flusher:
                         self._give_back()
             election.stop()
             election.release()
-        if self._client is not None:
-            self._client.close()
-        if self._engine is not None and not isinstance(self._database_source, sa.Engine):
-            self._engine.dispose()
+        if self._engine is not None:
+            self._engine.close()
+        if self._db is not None and not isinstance(self._database_source, sa.Engine):
+            self._db.dispose()
 
     close = stop
 
@@ -182,6 +218,11 @@ class Flusher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        url = self._database_source
+        shown = redact_url(url) if isinstance(url, str) else redact_url(str(url.url))
+        return f"Flusher(namespace={self.keys.namespace!r}, database={shown!r})"
 
     # -- the background thread ---------------------------------------------------------------------
 
@@ -194,79 +235,125 @@ class Flusher:
             wait = tick
             try:
                 with self._flush_lock:
-                    self._prepare()
-                    self._reap_leases()
-                    election = self._connect()
-                    if not election.is_leader:
-                        free_in = election.try_acquire()
-                        if free_in > 0:
-                            wait = min(tick, free_in + 0.005)
-                        else:
-                            next_flush = 0.0
-                    if election.is_leader and time.monotonic() >= next_flush:
-                        self._flush()
-                        failures = 0
-                        next_flush = time.monotonic() + self.interval
-                    if election.is_leader:
-                        wait = min(tick, max(0.0, next_flush - time.monotonic()))
+                    next_flush, wait = self._tick(next_flush, tick)
+                failures = 0
+            except DatabaseMismatchError as exc:
+                log.error("flusher refuses to work: %s", exc)
             except Exception as exc:
                 failures += 1
                 wait = backoff.compute(failures)
                 next_flush = time.monotonic() + wait
-                if isinstance(exc, RedisError | sa.exc.DBAPIError | BackendUnavailableError):
+                if isinstance(exc, redis.RedisError | sa.exc.DBAPIError | BackendUnavailableError):
                     log.warning("flusher: %s; retrying in %.2f s", _describe(exc), wait)
                 else:
+                    THREAD_ERRORS.labels("flusher").inc()
                     log.exception("flusher: unexpected error; retrying in %.2f s", wait)
             self._stop.wait(wait)
+
+    def _tick(self, next_flush: float, tick: float) -> tuple[float, float]:
+        """One tick of the loop; returns (next flush time, seconds to wait)."""
+        self._check_identity()
+        self._reap_leases()
+        election = self._connect()
+        wait = tick
+        if not election.is_leader:
+            free_in = election.try_acquire()
+            if free_in > 0:
+                wait = min(tick, free_in + 0.005)
+            else:
+                next_flush = 0.0
+        if election.is_leader:
+            self._lead()
+        if election.is_leader and time.monotonic() >= next_flush:
+            self._flush()
+            next_flush = time.monotonic() + self.interval
+        if election.is_leader:
+            wait = min(tick, max(0.0, next_flush - time.monotonic()))
+        return next_flush, wait
 
     # -- internals ------------------------------------------------------------------------------
 
     def _connect(self) -> Election:
         if self._election is None:
-            self._client = redis_client(self._redis_source)
-            self._engine = database_engine(self._database_source)
-            self._read_script = scripts.register(self._client, "flush_read")
-            self._election = Election(self._client, self.keys, self._engine, ttl=self.lock_ttl)
+            self._engine = RedisEngine.open(self._redis_source)
+            self._db = database_engine(self._database_source)
+            self._scripts = Scripts(self._engine)
+            self._policy = PolicyRedis(self._engine, self.keys)
+            self._election = Election(
+                self._engine, self.keys, self._db, ttl=self.lock_ttl, scripts=self._scripts
+            )
         return self._election
 
-    def _prepare(self) -> None:
-        """Create missing tables once; hydrate shards whose marker is missing."""
+    def _check_identity(self) -> None:
+        """Create missing tables once, then refuse to go on with another database (G11)."""
         election = self._connect()
-        assert self._client is not None and self._engine is not None
+        assert self._engine is not None and self._db is not None
         if not self._migrated:
-            migrate.upgrade(self._engine)
+            migrate.upgrade(self._db)
             self._migrated = True
-        missing = hydrate.missing_shards(self._client, self.keys)
-        if missing:
-            log.warning("shards %s lost their data: hydrating them from the database", missing)
-            try:
-                hydrate.hydrate_shards(self._client, self.keys, self._engine, missing)
-            except FedtrackError as exc:  # flush the other shards anyway; retried next tick
-                log.warning("hydration failed (%s)", exc)
-            if election.is_leader:  # hydrating took a fencing token: take a newer one
-                election.refresh_fence()
+        if self._database_id is None:
+            self._database_id = database_id(self._db)
+        try:
+            self.guard.check(self._database_id, hydrate.redis_identities(self._engine, self.keys))
+        except DatabaseMismatchError as exc:
+            first = self.mismatch is None
+            self.mismatch = str(exc)
+            if election.is_leader:
+                election.drop("database mismatch")
+            if first:
+                log.error("flusher: %s", exc)
+            raise
+        if self.mismatch is not None:
+            log.warning("flusher: the database mismatch is resolved; working again")
+        self.mismatch = None
+
+    def _lead(self) -> None:
+        """The leader's reconciliation: adopt legacy markers, hydrate lost shards, rebuild
+        the policy in Redis when it is missing or behind the database."""
+        engine, election = self._engine, self._election
+        assert engine is not None and election is not None and self._db is not None
+        assert self._scripts is not None and self._database_id is not None
+        assert self._policy is not None
+        try:
+            reconcile_with_database(self._db, self._policy, self.guard, self._policy_lagging)
+        except DatabaseMismatchError:
+            raise
+        except (redis.RedisError, sa.exc.DBAPIError) as exc:
+            log.warning("policy reconciliation failed (%s); retried next tick", _describe(exc))
+        values = hydrate.marker_values(engine, self.keys)
+        for shard, value in values.items():
+            if value is not None and not is_identity(value):
+                marker = self.keys.shards[shard].hydrated
+                if self._scripts.run("marker_adopt", [marker], [value, self._database_id]):
+                    log.info(
+                        "shard %02d: legacy marker adopted by database %s", shard, self._database_id
+                    )
+        missing = [shard for shard, value in values.items() if value is None]
+        if not missing:
+            return
+        log.warning("shards %s lost their data: hydrating them from the database", missing)
+        try:
+            hydrate.hydrate_shards(engine, self.keys, self._db, missing, guard=self.guard)
+        except DatabaseMismatchError:
+            raise
+        except FedtrackError as exc:  # flush the other shards anyway; retried next tick
+            log.warning("hydration failed (%s)", exc)
+        election.refresh_fence()  # hydrating took a fencing token: take a newer one
 
     def _reap_leases(self) -> None:
-        if not self._reap_checked:
-            self._reap_checked = True
-            try:
-                from .leases import reap_expired_leases  # type: ignore[import-not-found,unused-ignore]
-
-                self._reap = reap_expired_leases
-            except ImportError:
-                self._reap = None
-        if self._reap is not None and self._client is not None:
-            try:
-                self._reap(self._client, self.keys)
-            except Exception as exc:
-                log.warning("releasing expired queue leases failed (%s)", exc)
+        if self._engine is None:
+            return
+        try:
+            reap_expired_leases(self._engine, self.keys)
+        except Exception as exc:
+            log.warning("releasing expired queue leases failed (%s)", exc)
 
     def _flush(self) -> int:
         election = self._connect()
         fence = election.fence
         if fence is None:
             return 0
-        assert self._engine is not None
+        assert self._db is not None
         started = time.perf_counter()
         full = election.term != self._full_term
         candidates = self._candidates(full)
@@ -274,15 +361,14 @@ class Flusher:
             self._hook("before_transaction")
         snapshots: list[_Snapshot] = []
         try:
-            with self._engine.begin() as connection:
+            with self._db.begin() as connection:
                 store.set_timeouts(connection, self.lock_ttl / 2)
                 store.check_fence(connection, fence)  # holds the token row until commit
                 rows = self._copy(connection, candidates, snapshots)
                 if self._hook is not None:
                     self._hook("after_read")
                 store.upsert_acks(connection, [ack for snap in snapshots for ack in snap.acks])
-                for snap in snapshots:
-                    store.prune_acks(connection, snap.shard, (worker for _, worker, _ in snap.acks))
+                store.prune_acks(connection, self._server_time() - ACK_RETENTION_SECONDS)
                 if self._hook is not None:
                     self._hook("before_commit")
         except FencedOutError as exc:
@@ -312,19 +398,19 @@ class Flusher:
 
     def _candidates(self, full: bool) -> dict[int, set[str]]:
         """Per shard: its changed domains (all active ones if `full`) and those we owe."""
-        assert self._client is not None
-        with self._client.pipeline(transaction=False) as pipe:
-            for shard in self.keys.shards:
-                pipe.smembers(shard.changed)
-                if full:
-                    pipe.zrange(shard.active, 0, -1)
-            replies = pipe.execute()
-        per_shard = 2 if full else 1
+        assert self._engine is not None
+
+        def build(pipe: object, shard: object) -> None:
+            pipe.smembers(shard.changed)  # type: ignore[attr-defined]
+            if full:
+                pipe.zrange(shard.active, 0, -1)  # type: ignore[attr-defined]
+
+        replies = self._engine.per_shard(self.keys.shards, build)
         candidates: dict[int, set[str]] = {}
         for index in range(SHARDS):
-            domains: set[str] = set(replies[index * per_shard])
+            domains: set[str] = set(replies[index][0])
             if full:
-                domains.update(replies[index * per_shard + 1])
+                domains.update(replies[index][1])
             domains |= self._pending.get(index, set())
             if domains:
                 candidates[index] = domains
@@ -352,14 +438,15 @@ class Flusher:
 
     def _read_shard(self, index: int, candidates: set[str]) -> _Snapshot | None:
         shard = self.keys.shards[index]
-        assert self._read_script is not None
+        assert self._scripts is not None
         domains = sorted(candidates)
         prefix = len(shard.domain(""))
         while True:
-            reply = self._read_script(
-                keys=[shard.changed, shard.hydrated, shard.acks]
+            reply = self._scripts.run(
+                "flush_read",
+                [shard.changed, shard.hydrated, shard.acks, shard.ack_seen]
                 + [shard.domain(domain) for domain in domains],
-                args=[_COUNTERS_ARG, prefix],
+                [_COUNTERS_ARG, prefix],
             )
             code = int(reply[0])
             if code == 0:  # not hydrated (yet): nothing taken
@@ -370,20 +457,28 @@ class Flusher:
             # The changed set is gone from Redis: we owe these domains to the database.
             self._pending.setdefault(index, set()).update(domains)
             flat = str(reply[1]).split(",") if reply[1] else []
-            acks = [(index, flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            acks = [
+                (index, flat[i], int(flat[i + 1]), int(float(flat[i + 2])))
+                for i in range(0, len(flat), 3)
+            ]
             lines = str(reply[2]).split("\n") if reply[2] else []
             return _Snapshot(index, domains, lines, acks)
 
+    def _server_time(self) -> int:
+        assert self._engine is not None
+        return int(self._engine.node_for(self.keys.flusher_lock).time()[0])
+
     def _give_back(self) -> None:
         """Put domains taken but not committed back into the changed sets (or keep them)."""
-        if not self._pending or self._client is None:
+        if not self._pending or self._engine is None:
             return
+        owed = [self.keys.shards[index] for index in self._pending]
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for index, domains in self._pending.items():
-                    pipe.sadd(self.keys.shards[index].changed, *domains)
-                pipe.execute()
-        except RedisError as exc:
+            self._engine.per_shard(
+                owed,
+                lambda pipe, shard: pipe.sadd(shard.changed, *self._pending[shard.shard]),
+            )
+        except redis.RedisError as exc:
             log.warning("could not return changed domains to Redis (%s); kept in memory", exc)
             return
         self._pending.clear()
@@ -391,7 +486,7 @@ class Flusher:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.DBAPIError):
-        return f"database unavailable ({type(exc.orig).__name__}: {exc.orig})".strip()
-    if isinstance(exc, RedisError):
+        return f"database unavailable ({type(exc.orig).__name__})"
+    if isinstance(exc, redis.RedisError):
         return f"Redis unavailable ({type(exc).__name__}: {exc})"
     return str(exc)

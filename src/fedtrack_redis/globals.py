@@ -17,7 +17,11 @@ _tracker: FederationTracker | None = None
 
 
 def global_policy() -> PolicyStore:
-    """The process's `PolicyStore`, initialised from ``FEDTRACK_*`` on first call."""
+    """The process's `PolicyStore`, initialised from ``FEDTRACK_*`` on first call.
+
+    Needs ``FEDTRACK_DATABASE_URL`` (`ConfigurationError` naming it otherwise); the
+    schema is checked, never changed (``fedtrack db upgrade`` changes it).
+    """
     global _policy
     store = _policy
     if store is not None:
@@ -28,7 +32,10 @@ def global_policy() -> PolicyStore:
 
             settings = Settings.from_env()
             _policy = PolicyStore(
-                settings.database_url, settings.redis_url, namespace=settings.namespace
+                settings.require_database(),
+                settings.redis_url,
+                namespace=settings.namespace,
+                database_id=settings.database_id,
             ).init()
         return _policy
 
@@ -36,8 +43,8 @@ def global_policy() -> PolicyStore:
 def global_tracker() -> FederationTracker:
     """The process's pushing `FederationTracker`, configured from ``FEDTRACK_*`` on first call.
 
-    It is given ``FEDTRACK_DATABASE_URL`` as its database, so it hydrates by itself any
-    shard that Redis lost.
+    It needs no database (the flusher leader hydrates what Redis lost);
+    ``FEDTRACK_DATABASE_ID``, when set, pins the identity its pushes expect.
     """
     global _tracker
     tracker = _tracker
@@ -52,7 +59,7 @@ def global_tracker() -> FederationTracker:
                 settings.redis_url,
                 namespace=settings.namespace,
                 push_interval=settings.push_interval,
-                database=settings.database_url,
+                database_id=settings.database_id,
             )
         return _tracker
 

@@ -10,12 +10,15 @@ and no flush of it runs. `hydrate_shards` restores such shards:
    before the loss, then reads every stats row and every push acknowledgement. Rows are
    assigned to shards in Python (``keys.shard_of(domain)``; the table has no shard
    column), sorted by domain.
+   It checks the database's identity first (G11): a database other than the one Redis
+   names (a surviving marker, the policy keys) or the `IdentityGuard` remembers raises
+   `DatabaseMismatchError`, and nothing is added.
 2. Each shard's rows are cut into chunks of `CHUNK_DOMAINS` and applied in order by
    ``hydrate.lua``, which adds them (counters except ``queued_messages``, the latency
    histogram, ``last_active`` as a maximum, the activity index) and records progress in
    the shard's ``hydrating`` hash, so each chunk is applied exactly once even with
    several hydrators at work or one dying midway. The last chunk restores the acks and
-   sets the marker. An empty database sets the marker and adds nothing.
+   sets the marker to the database's identity. An empty database sets the marker and adds nothing.
 
 Chunks are the same for every hydrator, because the rows of a shard cannot change while
 it is unhydrated (no flush of it runs); a digest of the whole plan is checked anyway.
@@ -32,11 +35,12 @@ from dataclasses import dataclass, field
 
 import redis
 import sqlalchemy as sa
-from redis.commands.core import Script
 
-from . import scripts
+from .engine import RedisEngine
 from .errors import BackendUnavailableError, FedtrackError
+from .identity import IdentityGuard, read_database_id
 from .keys import SHARDS, NamespaceKeys, ShardKeys, shard_of
+from .scripts import Scripts
 from .store import migrate
 from .store import stats as store
 from .store.schema import COUNTER_COLUMNS
@@ -44,7 +48,7 @@ from .store.schema import COUNTER_COLUMNS
 log = logging.getLogger("fedtrack_redis.hydrate")
 
 #: Domains per ``hydrate.lua`` call (a few milliseconds of Redis time each).
-CHUNK_DOMAINS = 1000
+CHUNK_DOMAINS = 500
 #: A database read older than this (seconds, Redis clock) is read again before applying.
 MAX_READ_AGE = 30.0
 #: Bound on the database's waits (for the fencing token row) while reading.
@@ -69,57 +73,83 @@ class _Plan:
     digest: str = ""
 
 
+def marker_values(
+    engine: RedisEngine | redis.Redis, keys: NamespaceKeys, shards: Iterable[int] | None = None
+) -> dict[int, str | None]:
+    """Each shard's ``hydrated`` marker value (an identity, a legacy stamp, or None)."""
+    engine = RedisEngine.wrap(engine)
+    wanted = [keys.shards[shard] for shard in _shard_list(shards)]
+    replies = engine.per_shard(wanted, lambda pipe, shard: pipe.get(shard.hydrated))
+    return {shard.shard: reply[0] for shard, reply in zip(wanted, replies, strict=True)}
+
+
 def missing_shards(
-    client: redis.Redis, keys: NamespaceKeys, shards: Iterable[int] | None = None
+    engine: RedisEngine | redis.Redis, keys: NamespaceKeys, shards: Iterable[int] | None = None
 ) -> list[int]:
-    """Shards (of `shards`, default all) whose ``hydrated`` marker is missing: one round trip."""
-    wanted = _shard_list(shards)
-    with client.pipeline(transaction=False) as pipe:
-        for shard in wanted:
-            pipe.exists(keys.shards[shard].hydrated)
-        present = pipe.execute()
-    return [shard for shard, exists in zip(wanted, present, strict=True) if not exists]
+    """Shards (of `shards`, default all) whose ``hydrated`` marker is missing."""
+    return [shard for shard, value in marker_values(engine, keys, shards).items() if value is None]
+
+
+def redis_identities(
+    engine: RedisEngine | redis.Redis, keys: NamespaceKeys
+) -> list[str | None]:
+    """Every identity Redis records for the namespace: the 16 markers and the policy's."""
+    engine = RedisEngine.wrap(engine)
+    values: list[str | None] = list(marker_values(engine, keys).values())
+    policy = engine.node_for(keys.policy_meta).hget(keys.policy_meta, "database_id")
+    values.append(None if policy is None else str(policy))
+    return values
 
 
 def hydrate_shards(
-    client: redis.Redis,
+    engine: RedisEngine | redis.Redis,
     keys: NamespaceKeys,
-    engine: sa.Engine,
+    database: sa.Engine,
     shards: Iterable[int] | None = None,
+    *,
+    guard: IdentityGuard | None = None,
 ) -> int:
     """Restore every shard (of `shards`, default all) whose marker is missing.
 
     Returns the number of domains restored by this call (0 when every marker was
     present, or when another process applied the chunks). Creates missing tables first.
     Safe to call from several processes at once and more than once: each chunk is
-    applied exactly once. Raises `BackendUnavailableError` when Redis or the database
-    cannot be reached.
+    applied exactly once. Raises `DatabaseMismatchError` (adding nothing) when the
+    database is not the namespace's, `BackendUnavailableError` when Redis or the
+    database cannot be reached.
     """
+    engine = RedisEngine.wrap(engine)
     wanted = _shard_list(shards)
-    script = scripts.register(client, "hydrate")
+    guard = guard or IdentityGuard(keys.namespace)
+    runner = Scripts(engine)
     restored = 0
     try:
-        migrate.upgrade(engine)
-        missing = missing_shards(client, keys, wanted)
+        migrate.upgrade(database)
+        missing = missing_shards(engine, keys, wanted)
         shards_done = list(missing)
         for _attempt in range(MAX_ATTEMPTS):
             if not missing:
                 if shards_done:
                     log.info("hydrated shards %s: %d domains restored", shards_done, restored)
                 return restored
-            read_at = int(client.time()[0])
-            plans = _read_plans(engine, missing)
+            read_at = int(engine.node_for(keys.shards[missing[0]].hydrated).time()[0])
+            identity, plans = _read_plans(engine, keys, database, missing, guard)
             again: list[int] = []
             for shard in missing:
-                count, done = _apply(script, keys.shards[shard], plans[shard], read_at)
+                count, done = _apply(runner, keys.shards[shard], plans[shard], read_at, identity)
                 restored += count
                 if not done:
                     again.append(shard)
+            guard.adopt(identity)
             missing = again
     except redis.RedisError as exc:
-        raise BackendUnavailableError(f"Redis unavailable while hydrating: {exc}") from exc
+        raise BackendUnavailableError(
+            f"Redis unavailable while hydrating: {type(exc).__name__}: {exc}"
+        ) from exc
     except sa.exc.DBAPIError as exc:
-        raise BackendUnavailableError(f"database unavailable while hydrating: {exc.orig}") from exc
+        raise BackendUnavailableError(
+            f"database unavailable while hydrating ({type(exc.orig).__name__})"
+        ) from exc
     if missing:
         raise FedtrackError(f"could not hydrate shards {missing} after {MAX_ATTEMPTS} attempts")
     return restored
@@ -135,10 +165,19 @@ def _shard_list(shards: Iterable[int] | None) -> list[int]:
     return wanted
 
 
-def _read_plans(engine: sa.Engine, shards: list[int]) -> dict[int, _Plan]:
-    """Read rows and acks in one transaction that also takes a new fencing token."""
-    with engine.begin() as connection:
+def _read_plans(
+    engine: RedisEngine,
+    keys: NamespaceKeys,
+    database: sa.Engine,
+    shards: list[int],
+    guard: IdentityGuard,
+) -> tuple[str, dict[int, _Plan]]:
+    """Check the identity, then read rows and acks in one transaction that also takes a
+    new fencing token (a mismatch rolls the token back and reads nothing)."""
+    with database.begin() as connection:
         store.set_timeouts(connection, DATABASE_TIMEOUT)
+        identity = read_database_id(connection)
+        guard.check(identity, redis_identities(engine, keys))
         store.bump_fence(connection)  # fence out flushes of snapshots read before the loss
         lines = store.load_lines(connection)
         acks = store.load_acks(connection)
@@ -161,10 +200,12 @@ def _read_plans(engine: sa.Engine, shards: list[int]) -> dict[int, _Plan]:
         digest.update("\n".join(rows).encode())
         digest.update(b"\0" + acks_text.encode())
         plans[shard] = _Plan(chunks=chunks or [[]], acks=acks_text, digest=digest.hexdigest())
-    return plans
+    return identity, plans
 
 
-def apply_chunk(script: Script, shard: ShardKeys, plan: _Plan, index: int, read_at: int) -> int:
+def apply_chunk(
+    runner: Scripts, shard: ShardKeys, plan: _Plan, index: int, read_at: int, identity: str
+) -> int:
     """Run ``hydrate.lua`` for chunk `index` of `plan`; return its status code."""
     chunk = plan.chunks[index]
     last = index == len(plan.chunks) - 1
@@ -179,15 +220,18 @@ def apply_chunk(script: Script, shard: ShardKeys, plan: _Plan, index: int, read_
         plan.acks if last else "",
         _RESTORED,
         "\n".join(chunk),
+        identity,
     ]
-    return int(script(keys=fixed + domain_keys, args=args))
+    return int(runner.run("hydrate", fixed + domain_keys, args))
 
 
-def _apply(script: Script, shard: ShardKeys, plan: _Plan, read_at: int) -> tuple[int, bool]:
+def _apply(
+    runner: Scripts, shard: ShardKeys, plan: _Plan, read_at: int, identity: str
+) -> tuple[int, bool]:
     """Apply a plan's chunks in order; return (domains restored, shard done)."""
     restored = 0
     for index, chunk in enumerate(plan.chunks):
-        code = apply_chunk(script, shard, plan, index, read_at)
+        code = apply_chunk(runner, shard, plan, index, read_at, identity)
         if code == _DONE:
             return restored, True
         if code == _APPLIED:

@@ -138,8 +138,13 @@ class NamespaceKeys:
 
     @cached_property
     def policy_meta(self) -> str:
-        """Hash: ``version``, ``policy`` (ACCEPT/REJECT), ``enabled`` (1/0)."""
+        """Hash: ``version``, ``policy`` (ACCEPT/REJECT), ``enabled`` (1/0), ``database_id``."""
         return f"{self.policy_tag}:meta"
+
+    def rules_staging(self, token: str) -> str:
+        """Hash: a snapshot's rules on their way in, before one call swaps them in."""
+        validate_worker_id(token)
+        return f"{self.policy_tag}:staging:{token}"
 
     @cached_property
     def policy_channel(self) -> str:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import weakref
 
 import redis
-from redis.commands.core import Script
 
-from . import scripts
+from .engine import RedisEngine
 from .errors import ConfigurationError
 from .keys import NamespaceKeys, ShardKeys, validate_worker_id
+from .scripts import Scripts
 
 log = logging.getLogger("fedtrack_redis.leases")
 
@@ -40,58 +38,52 @@ def server_time_ms(client: redis.Redis) -> int:
 
 
 def reap_expired_leases(
-    client: redis.Redis, keys: NamespaceKeys, *, limit: int = REAP_LIMIT
+    engine: RedisEngine | redis.Redis,
+    keys: NamespaceKeys,
+    *,
+    limit: int = REAP_LIMIT,
+    scripts: Scripts | None = None,
 ) -> int:
     """Release every expired lease of the namespace; return how many this call released.
 
     Safe to call from any number of processes at once. Raises `redis.RedisError` when
     Redis cannot be reached (callers retry on their next pass).
     """
-    release = _release_script(client)
-    now_ms = server_time_ms(client)
-    with client.pipeline(transaction=False) as pipe:
-        for shard in keys.shards:
-            pipe.zrangebyscore(shard.leases, "-inf", now_ms, start=0, num=limit)
-        expired: list[list[str]] = pipe.execute()
+    engine = RedisEngine.wrap(engine)
+    runner = scripts or Scripts(engine)
+    expired: list[tuple[ShardKeys, list[str]]] = []
+    for client, shards in engine.by_node(keys.shards, lambda shard: shard.base):
+        now_ms = server_time_ms(client)
+        with client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(shard.leases, "-inf", now_ms, start=0, num=limit)
+            expired += zip(shards, pipe.execute(), strict=True)
     released = 0
-    for shard, workers in zip(keys.shards, expired, strict=True):
+    for shard, workers in expired:
         for worker in workers:
-            released += _release(client, release, shard, _text(worker))
+            released += _release(engine, runner, shard, _text(worker))
     return released
 
 
-_scripts: weakref.WeakKeyDictionary[redis.Redis, Script] = weakref.WeakKeyDictionary()
-_scripts_lock = threading.Lock()
-
-
-def _release_script(client: redis.Redis) -> Script:
-    """lease_release.lua registered once per client (it reloads itself after NOSCRIPT)."""
-    with _scripts_lock:
-        script = _scripts.get(client)
-        if script is None:
-            script = _scripts[client] = scripts.register(client, "lease_release")
-        return script
-
-
-def _release(client: redis.Redis, release: Script, shard: ShardKeys, worker: str) -> int:
+def _release(engine: RedisEngine, runner: Scripts, shard: ShardKeys, worker: str) -> int:
     try:
         validate_worker_id(worker)
     except ConfigurationError:
         log.error("lease of an invalid worker id %r in %s; left alone", worker, shard.leases)
         return 0
     for _attempt in range(3):
-        held = client.hgetall(shard.lease(worker))
+        held = engine.node_for(shard.base).hgetall(shard.lease(worker))
         domains = [_text(domain) for domain in held]
         bad = [domain for domain in domains if not _DOMAIN.match(domain)]
         if bad:
             log.error("lease %s holds invalid domains %r; left alone", shard.lease(worker), bad[:3])
             return 0
         outcome = int(
-            release(
-                keys=[shard.leases, shard.lease(worker), shard.changed]
+            runner.run(
+                "lease_release",
+                [shard.leases, shard.lease(worker), shard.changed]
                 + [shard.domain(domain) for domain in domains],
-                args=[worker, *domains],
-                client=client,
+                [worker, *domains],
             )
         )
         if outcome >= 0:

@@ -25,6 +25,21 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 FLUSH_ROWS = Counter("fedtrack_flush_rows_total", "Rows written to the database by this flusher.")
+THREAD_ERRORS = Counter(
+    "fedtrack_thread_errors",
+    "Unexpected errors met by a background loop (it logs, backs off and goes on).",
+    ["thread"],
+)
+PUSH_REFUSED = Counter(
+    "fedtrack_push_refused",
+    "Push chunks refused by Redis, by reason (unhydrated, database_mismatch, malformed,"
+    " unknown_status, unreplicated).",
+    ["reason"],
+)
+DATABASE_MISMATCH = Gauge(
+    "fedtrack_database_mismatch",
+    "1 while a flusher of this process refuses to work: its database is not the namespace's.",
+)
 LEADER = Gauge("fedtrack_leader", "1 while a flusher of this process holds the leader lock.")
 PROPAGATION_SECONDS = Histogram(
     "fedtrack_policy_propagation_seconds",
@@ -45,3 +60,17 @@ LEADER.set_function(lambda: float(any(e.is_leader for e in list(_elections))))
 def track_leadership(election: _Leadership) -> None:
     """Count `election` in ``fedtrack_leader`` for as long as it lives."""
     _elections.add(election)
+
+
+class _Refusing(Protocol):
+    @property
+    def mismatch(self) -> str | None: ...
+
+
+_flushers: weakref.WeakSet[_Refusing] = weakref.WeakSet()
+DATABASE_MISMATCH.set_function(lambda: float(any(f.mismatch for f in list(_flushers))))
+
+
+def track_mismatch(flusher: _Refusing) -> None:
+    """Count `flusher` in ``fedtrack_database_mismatch`` for as long as it lives."""
+    _flushers.add(flusher)

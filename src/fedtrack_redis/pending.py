@@ -26,7 +26,15 @@ from .batch import (
     Batch,
     Recorder,
 )
-from .chunk import BUCKET_MASK, PENDING_BUCKETS, Chunk, Pending, estimated_writes, seal
+from .chunk import (
+    ACK_RETENTION_SECONDS,
+    BUCKET_MASK,
+    PENDING_BUCKETS,
+    Chunk,
+    Pending,
+    estimated_writes,
+    seal,
+)
 from .domain import DEFAULT_MEMO
 from .keys import NamespaceKeys, ShardKeys, shard_of
 
@@ -34,9 +42,6 @@ from .keys import NamespaceKeys, ShardKeys, shard_of
 CHUNK_DOMAINS = 128
 #: Most hash writes (estimated) in one call, for domains with many histogram buckets.
 CHUNK_WRITES = 2_000
-#: Acks of workers silent for this long are pruned by push.lua (a retry after that
-#: could apply twice; no worker retries a chunk for a week).
-ACK_RETENTION_SECONDS = 7 * 86_400
 
 
 @dataclass
@@ -102,6 +107,15 @@ class ShardQueues:
             state.sent = lease
         if chunk.leased:
             state.leased = True
+
+    def renumber(self, shard: int, stored: int) -> None:
+        """Redis holds a higher seq for this worker than the head chunk's: an earlier life
+        of this worker id used it (a restart after a clock step back). Nothing sealed was
+        applied, so renumber every sealed chunk of the shard from ``stored + 1``."""
+        state = self.shards[shard]
+        for offset, chunk in enumerate(state.sealed, start=1):
+            chunk.renumbered(stored + offset)
+        state.seq = stored + len(state.sealed)
 
     def check_all_leases(self) -> None:
         """Make every shard where this worker holds in-flight messages check its lease."""

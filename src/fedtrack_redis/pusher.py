@@ -1,22 +1,28 @@
-"""The push protocol (G2, G3, G6): move swapped batches into Redis exactly once.
+"""The push protocol (G2, G3, G6, G10, G11): move swapped batches into Redis exactly once.
 
 Each cycle swaps the recorder's batch and adds it to the *pending* deltas of each shard
 (deltas never sent may merge with newer ones; `pending.ShardQueues`). A shard's pending
 deltas are then sealed into a *chunk* — at most `pending.CHUNK_DOMAINS` domains, so that
 one push.lua call stays well under 10 ms — carrying ``(worker_id, seq)`` with ``seq``
-strictly increasing per (worker, shard). A sealed chunk is immutable: it is sent, and
-re-sent byte for byte until push.lua acknowledges it (applied, or already applied), so
-a lost reply can never count twice and a lost request can never lose anything. A shard
-has at most one chunk in flight, so a later chunk can never be applied before an earlier
-one (which would make the earlier look like a duplicate). Each round sends the head
-chunk of every shard in one pipeline, on a connection of our own, as pre-encoded RESP
-(redis-py's pure-Python argument encoding would cost more than Redis's work), and seals
-the next chunks while Redis executes. Failures back off exponentially (capped) while new
-events keep accumulating.
+strictly increasing per (worker, shard). A sealed chunk's deltas never change: it is
+sent, and re-sent until push.lua acknowledges it (applied, or already applied), so a lost
+reply can never count twice and a lost request can never lose anything. A shard has at
+most one chunk in flight, so a later chunk can never be applied before an earlier one.
+
+Each round sends the head chunk of every shard, one pipeline per node (one on a single
+server or Sentinel; on Cluster, each node gets the chunks of the shards whose tag it
+owns, all nodes in parallel), on connections of our own, as pre-encoded RESP (redis-py's
+pure-Python argument encoding would cost more than Redis's work), and seals the next
+chunks while Redis executes. With ``wait_replicas=N`` each node's pipeline ends with
+``WAIT N``: its chunks count as acknowledged only when N replicas hold them, else they
+stay sealed and go again (the retry is then a duplicate, confirmed by its own WAIT).
+Failures back off exponentially (capped) while new events keep accumulating; a MOVED /
+ASK answer or a node that stopped answering makes the cluster's slot map reload.
 
 push.lua refuses a shard whose ``hydrated`` marker is missing (Redis lost its data): the
-chunk stays sealed and the pusher hydrates the shard from the database when it has one,
-else waits for any other process to do it (G6).
+chunk stays sealed until the flusher leader has hydrated the shard (G6; trackers never
+hydrate). It also refuses a marker naming another database than the one this worker
+first saw (G11): the events stay pending, and the worker says so.
 
 Queue leases ride on the same chunks (G8): a row carries the worker's absolute in-flight
 count; when push.lua reports that the worker held no lease on a shard, the next chunk
@@ -31,24 +37,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 
 from . import scripts
 from .batch import Recorder
-from .chunk import Chunk
+from .chunk import Chunk, pack_command
+from .engine import RedisEngine
 from .errors import BackendUnavailableError
+from .identity import is_identity
 from .keys import NamespaceKeys
 from .leases import REAP_INTERVAL, reap_expired_leases
-from .metrics import PUSH_RETRIES, PUSH_SECONDS
+from .metrics import PUSH_REFUSED, PUSH_RETRIES, PUSH_SECONDS, THREAD_ERRORS
 from .pending import ShardQueues
 
 log = logging.getLogger("fedtrack_redis.push")
 
-APPLIED, DUPLICATE, NOT_HYDRATED, MALFORMED = 1, 2, 0, -1
+APPLIED, DUPLICATE, NOT_HYDRATED, MISMATCH, MALFORMED = 1, 2, 0, 3, -1
+#: Seconds between two log lines about the same refusal (unhydrated, wrong database).
+REPORT_EVERY = 60.0
 
 
 @dataclass
@@ -60,8 +70,10 @@ class PushStats:
     fields: int = 0
     calls: int = 0
     failures: int = 0
-    hydrations: int = 0
     script_loads: int = 0
+    renumbered: int = 0
+    refused: int = 0
+    unreplicated: int = 0
 
 
 class Pusher:
@@ -70,33 +82,37 @@ class Pusher:
     def __init__(
         self,
         recorder: Recorder,
-        client: redis.Redis,
+        engine: RedisEngine,
         keys: NamespaceKeys,
         worker_id: str,
         *,
         interval: float,
         lease_ttl: float,
-        hydrate: Callable[[list[int]], object] | None = None,
+        database_id: str | None = None,
     ) -> None:
         self._recorder = recorder
-        self._client = client
+        self._engine = engine
         self._keys = keys
         self._worker = worker_id
         self._interval = interval
         # Every 5 s (§2.1: an expired lease goes within 15 s); sooner for short leases.
         self._reap_every = min(REAP_INTERVAL, max(0.5, lease_ttl / 2))
-        self._hydrate = hydrate
-        self._script = scripts.register(client, "push")
+        self._script = scripts.register(engine.client, "push")
+        self._scripts = scripts.Scripts(engine)
         self._queues = ShardQueues(recorder, keys, worker_id, lease_ttl)
         self._cycle_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = ExponentialBackoff(cap=2.0, base=0.05)
-        self._unhydrated_logged = False
-        self._hydrated_now: set[int] = set()  # shards hydrated during the current cycle
+        self._reported: dict[str, float] = {}
         self._noscript_rounds = 0  # rounds answered NOSCRIPT during the current cycle
         self._leases_checked = False  # every leased shard was asked during this cycle
-        self._script_loaded = False
+        self._loaded: set[int] = set()  # ids of the node clients that have push.lua
+        wait = engine.wait_args()
+        self._wait = pack_command(*wait) if wait else b""
+        #: The database identity this worker expects every shard to hold (G11): pinned,
+        #: or the first one a push acknowledged.
+        self.identity: str = database_id or ""
         self.stats = PushStats()
 
     # -- thread -------------------------------------------------------------------------
@@ -125,19 +141,25 @@ class Pusher:
                 return
             now = time.monotonic()
             if now >= next_push or now >= heartbeat:
-                with self._cycle_lock:
-                    ok = self._cycle()
+                try:
+                    with self._cycle_lock:
+                        ok = self._cycle()
+                except Exception:  # a bug: keep everything pending, say so, go on
+                    THREAD_ERRORS.labels("pusher").inc()
+                    log.exception("push: unexpected error; events stay pending, retrying")
+                    ok = False
                 failures = 0 if ok else failures + 1
                 delay = self._interval if ok else self._backoff.compute(failures)
                 next_push = time.monotonic() + delay
             if now >= next_reap:
                 next_reap = now + self._reap_every
                 try:
-                    reap_expired_leases(self._client, self._keys)
+                    reap_expired_leases(self._engine, self._keys, scripts=self._scripts)
                 except redis.RedisError as exc:
                     log.debug("lease reaper: Redis unavailable (%s)", exc)
                 except Exception:
-                    log.exception("lease reaper failed")
+                    THREAD_ERRORS.labels("lease_reaper").inc()
+                    log.exception("lease reaper: unexpected error; retrying")
 
     # -- public -------------------------------------------------------------------------
 
@@ -177,7 +199,6 @@ class Pusher:
         if batch is not None:
             queues.absorb(batch)
         queues.plan_heartbeats()
-        self._hydrated_now.clear()
         self._noscript_rounds = 0
         self._leases_checked = False
         while True:
@@ -190,89 +211,210 @@ class Pusher:
     # -- the wire -------------------------------------------------------------------------
 
     def _send(self, calls: list[Chunk]) -> bool:
-        """Send one round (the head chunk of each shard) in one pipeline and read the
-        replies; while Redis works, seal each shard's next chunk. True when every chunk
-        was acknowledged.
-        """
+        """Send one round (the head chunk of each shard), one pipeline per node, and read
+        the replies; while Redis works, seal each shard's next chunk. True when every
+        chunk was acknowledged."""
         for chunk in calls:
             chunk.attempts += 1
         self.stats.calls += len(calls)
-        pool = self._client.connection_pool
-        results: list[object] = []
-        try:
-            if not self._script_loaded:
-                self._load_script()
-            connection = pool.get_connection()
-        except (redis.RedisError, OSError) as exc:
-            self._failed(calls, exc)
-            return False
-        sha = self._script.sha
         started = time.perf_counter()
         try:
-            connection.send_packed_command(  # type: ignore[no-untyped-call]
-                [chunk.packed(sha) for chunk in calls]
-            )
-            self._queues.seal_ahead(calls)  # encode the next chunks while Redis works
-            for _chunk in calls:
-                try:
-                    results.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    results.append(exc)
+            groups = self._engine.by_node(calls, lambda chunk: chunk.keys[0])
+        except redis.RedisError as exc:  # a cluster with no node for a slot right now
+            self._failed(calls, exc)
+            self._engine.refresh()
+            return False
+        sent: list[tuple[Any, Any, list[Chunk]]] = []
+        ok = True
+        for client, chunks in groups:
+            connection = self._send_to(client, chunks)
+            if connection is None:
+                ok = False
+            else:
+                sent.append((client, connection, chunks))
+        self._queues.seal_ahead(calls)  # encode the next chunks while Redis works
+        results: list[tuple[Chunk, object]] = []
+        for client, connection, chunks in sent:
+            replies = self._read_from(client, connection, chunks)
+            if replies is None:
+                ok = False
+            else:
+                results += replies
+        PUSH_SECONDS.observe(time.perf_counter() - started)
+        return self._handle(results) and ok
+
+    def _send_to(self, client: redis.Redis, chunks: list[Chunk]) -> Any:
+        """Write the chunks (and the WAIT) to a connection of `client`'s pool, or None."""
+        pool = client.connection_pool
+        try:
+            if id(client) not in self._loaded:
+                self._load_script(client)
+            connection = pool.get_connection()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(chunks, exc)
+            self._engine.refresh()
+            return None
+        sha = self._script.sha
+        packed = [chunk.packed(sha, self.identity) for chunk in chunks]
+        if self._wait:
+            packed.append(self._wait)
+        try:
+            connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
         except (redis.RedisError, OSError) as exc:
             connection.disconnect()  # type: ignore[no-untyped-call]
-            self._failed(calls, exc)
-            return False
+            pool.release(connection)
+            self._failed(chunks, exc)
+            self._engine.refresh()
+            return None
+        return connection
+
+    def _read_from(
+        self, client: redis.Redis, connection: Any, chunks: list[Chunk]
+    ) -> list[tuple[Chunk, object]] | None:
+        pool = client.connection_pool
+        results: list[tuple[Chunk, object]] = []
+        try:
+            for chunk in chunks:
+                try:
+                    results.append((chunk, connection.read_response()))
+                except redis.ResponseError as exc:
+                    results.append((chunk, exc))
+            if self._wait:
+                confirmed = connection.read_response()
+                if not self._engine.confirmed(confirmed):
+                    # Not on enough replicas yet: none of these counts as acknowledged.
+                    self.stats.unreplicated += len(chunks)
+                    PUSH_REFUSED.labels("unreplicated").inc(len(chunks))
+                    self._report(
+                        "unreplicated",
+                        "push: only %s of %d replicas confirmed; chunks stay pending",
+                        confirmed,
+                        self._engine.wait_replicas,
+                    )
+                    return [(chunk, _Unreplicated()) for chunk in chunks]
+        except (redis.RedisError, OSError) as exc:
+            connection.disconnect()
+            self._failed(chunks, exc)
+            self._engine.refresh()
+            return None
         finally:
             pool.release(connection)
-        PUSH_SECONDS.observe(time.perf_counter() - started)
-        return self._handle(calls, results)
+        return results
 
-    def _handle(self, calls: list[Chunk], results: list[object]) -> bool:
+    def _handle(self, results: list[tuple[Chunk, object]]) -> bool:
         ok = True
         noscript = False
         unhydrated: list[int] = []
-        for chunk, result in zip(calls, results, strict=True):
+        for chunk, result in results:
             if isinstance(result, redis.exceptions.NoScriptError):
                 noscript = True
-                continue
-            if isinstance(result, Exception) or not isinstance(result, list):
-                self._failed([chunk], result)
+            elif isinstance(result, list) and len(result) == 5:
+                outcome = self._outcome(chunk, result)
+                if outcome == NOT_HYDRATED:
+                    unhydrated.append(chunk.shard)
+                elif outcome is None:
+                    ok = False
+            else:  # an error reply, a redirect, unreplicated: keep it sealed, retry
+                if isinstance(result, scripts.REDIRECTS):
+                    self._engine.refresh()
+                if not isinstance(result, _Unreplicated):
+                    self._failed([chunk], result)
                 ok = False
-                continue
-            status, lease_absent, fields = (int(value) for value in result)
-            if status == NOT_HYDRATED:
-                unhydrated.append(chunk.shard)
-                continue
-            self._queues.acknowledged(chunk, status == APPLIED, bool(lease_absent))
-            if status == MALFORMED:  # a bug: keeping it would block the shard forever
-                log.error("push.lua refused a malformed chunk of shard %d; dropped", chunk.shard)
-            elif status == DUPLICATE:
-                self.stats.duplicates += 1
-            else:
-                self.stats.chunks += 1
-                self.stats.fields += fields
         if not self._leases_checked and (unhydrated or self._queues.reasserting()):
             # Redis lost data or released a lease: every shard where this worker holds
             # in-flight messages checks its lease now (once per cycle).
             self._leases_checked = True
             self._queues.check_all_leases()
         if noscript:
-            # SCRIPT FLUSH or a restart: load it again and resend the chunks unchanged,
-            # at once the first time in a cycle, else after the backoff.
-            self._script_loaded = False
+            # SCRIPT FLUSH, a restart, a promoted replica: load it again and resend the
+            # chunks unchanged, at once the first time in a cycle, else after the backoff.
+            self._loaded.clear()
             self._noscript_rounds += 1
             ok = ok and self._noscript_rounds <= 1
         if unhydrated:
-            return self._hydrate_shards(unhydrated) and ok
-        if ok:
-            self._unhydrated_logged = False
+            self.stats.refused += len(unhydrated)
+            PUSH_REFUSED.labels("unhydrated").inc(len(unhydrated))
+            self._report(
+                "unhydrated",
+                "push: shards %s are not hydrated; waiting for the flusher leader to"
+                " hydrate them (events stay pending)",
+                sorted(unhydrated),
+            )
+            return False
         return ok
 
-    def _load_script(self) -> None:
-        """Load push.lua into Redis (first use, after SCRIPT FLUSH or a restart)."""
-        self._script.sha = self._client.script_load(self._script.script)
-        self._script_loaded = True
+    def _outcome(self, chunk: Chunk, result: list[Any]) -> int | None:
+        """Act on one push.lua reply: the status when the chunk was acknowledged (or is
+        NOT_HYDRATED, left for the caller), None when it stays sealed for a retry."""
+        status, lease_absent = int(result[0]), int(result[1])
+        fields, ack, marker = int(result[2]), str(result[3]), str(result[4])
+        if status == NOT_HYDRATED:
+            return status
+        if status == MISMATCH:
+            self.stats.refused += 1
+            PUSH_REFUSED.labels("database_mismatch").inc()
+            self._report(
+                "mismatch",
+                "push: shard %02d holds data of database %s, this worker's is %s;"
+                " events stay pending until Redis is rehydrated from the right database",
+                chunk.shard,
+                marker,
+                self.identity,
+            )
+            return None
+        if status == DUPLICATE and ack.isdigit() and int(ack) > chunk.seq:
+            # An earlier life of this worker id pushed a higher seq: nothing of ours was
+            # applied, so number our chunks above it and send them again.
+            self._queues.renumber(chunk.shard, int(ack))
+            self.stats.renumbered += 1
+            log.warning(
+                "push: shard %02d already holds seq %s of worker %s (a restart reusing the"
+                " id after a clock step?); renumbered from there",
+                chunk.shard,
+                ack,
+                self._worker,
+            )
+            return None
+        if status not in (APPLIED, DUPLICATE, MALFORMED):
+            # Never count what we do not understand as applied: keep it, report it.
+            PUSH_REFUSED.labels("unknown_status").inc()
+            THREAD_ERRORS.labels("pusher").inc()
+            log.error("push.lua answered an unknown status %r; chunk kept", result[0])
+            return None
+        self._learn(marker)
+        self._queues.acknowledged(chunk, status == APPLIED, bool(lease_absent))
+        if status == MALFORMED:  # a bug: keeping it would block the shard forever
+            PUSH_REFUSED.labels("malformed").inc()
+            THREAD_ERRORS.labels("pusher").inc()
+            log.error(
+                "push.lua refused a malformed chunk (shard %02d, seq %d, %d domains); dropped",
+                chunk.shard,
+                chunk.seq,
+                chunk.domains,
+            )
+        elif status == DUPLICATE:
+            self.stats.duplicates += 1
+        else:
+            self.stats.chunks += 1
+            self.stats.fields += fields
+        return status
+
+    def _learn(self, marker: str) -> None:
+        if not self.identity and is_identity(marker):
+            self.identity = marker
+            log.debug("push: namespace data belongs to database %s", marker)
+
+    def _load_script(self, client: redis.Redis) -> None:
+        """Load push.lua into one node (first use, SCRIPT FLUSH, restart, promotion)."""
+        self._script.sha = client.script_load(self._script.script)
+        self._loaded.add(id(client))
         self.stats.script_loads += 1
+
+    def _report(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._reported.get(kind, -REPORT_EVERY) >= REPORT_EVERY:
+            self._reported[kind] = now
+            log.warning(message, *args)
 
     def _failed(self, calls: list[Chunk], exc: object) -> None:
         self.stats.failures += 1
@@ -288,26 +430,6 @@ class Pusher:
             exc,
         )
 
-    def _hydrate_shards(self, shards: list[int]) -> bool:
-        """Hydrate refused shards from the database (when we have one). True if done."""
-        if self._hydrated_now.issuperset(shards):
-            return False  # hydrated in this cycle and still refused: back off
-        if self._hydrate is None:
-            if not self._unhydrated_logged:
-                log.warning(
-                    "shards %s are not hydrated: waiting for a process with the database"
-                    " (a tracker or flusher given `database=`) to hydrate them",
-                    shards,
-                )
-                self._unhydrated_logged = True
-            return False
-        self._hydrated_now.update(shards)
-        try:
-            self._hydrate(shards)
-        except Exception as exc:
-            log.warning(
-                "hydrating shards %s failed (%s: %s); will retry", shards, type(exc).__name__, exc
-            )
-            return False
-        self.stats.hydrations += 1
-        return True
+
+class _Unreplicated:
+    """Placeholder result: applied on the primary, perhaps, but not confirmed by WAIT."""

@@ -1,22 +1,33 @@
-"""Load the Lua scripts shipped in the wheel and register them once per client.
+"""Load the Lua scripts shipped in the wheel and run them on the node that owns their keys.
 
 The sources live in ``scripts/lua/`` in the repository; the build maps them to
 ``fedtrack_redis/lua/`` inside the package. ``redis.commands.core.Script`` reloads a
-script by itself when the server answers NOSCRIPT (after ``SCRIPT FLUSH`` or a restart).
+script by itself when the server answers NOSCRIPT (after ``SCRIPT FLUSH``, a restart, or
+on a promoted replica, which never has our scripts). `Scripts` adds the routing: every
+script's keys share one hash tag, so the node that owns the first key runs it; a MOVED /
+ASK answer (a cluster that changed its slot map) refreshes the map and runs it once more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from .errors import FedtrackError
 
+if TYPE_CHECKING:
+    from .engine import RedisEngine
+
 _REPO_LUA = Path(__file__).resolve().parents[2] / "scripts" / "lua"
+#: Answers that mean "ask the cluster where the slot lives now".
+REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
 
 
 @cache
@@ -32,6 +43,37 @@ def lua_source(name: str) -> str:
     raise FedtrackError(f"Lua script {name!r} is missing from the installation")
 
 
-def register(client: redis.Redis, name: str) -> Script:
-    """A `Script` bound to `client` for ``<name>.lua``."""
-    return client.register_script(lua_source(name))
+def register(client: Any, name: str) -> Script:
+    """A `Script` for ``<name>.lua`` (its SHA is computed locally; no I/O)."""
+    return Script(client, lua_source(name))
+
+
+class Scripts:
+    """The library's scripts for one engine, each run on the node owning its keys."""
+
+    def __init__(self, engine: RedisEngine) -> None:
+        self._engine = engine
+        self._scripts: dict[str, Script] = {}
+
+    def script(self, name: str) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = register(self._engine.client, name)
+        return script
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """Run ``<name>.lua`` with `keys` (one hash tag) and `args` on the keys' node."""
+        script = self.script(name)
+        for attempt in range(3):
+            client = self._engine.node_for(keys[0])
+            try:
+                return script(keys=list(keys), args=list(args), client=client)
+            except REDIRECTS:
+                if attempt == 2:
+                    raise
+                self._engine.refresh()
+            except redis.ConnectionError:
+                if attempt == 2 or self._engine.kind != "cluster":
+                    raise
+                self._engine.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -3,6 +3,8 @@
 The tracker is three parts with one job each: the `Recorder` it extends (the hot path,
 process memory only, G1), a `Pusher` thread (the exactly-once push protocol, G2/G3/G6/G8)
 and the reads below, which always ask Redis so every worker sees the cluster's totals.
+A tracker never touches the database on its own: shards that Redis lost are hydrated by
+the flusher leader (one hydrator for the cluster), and until then pushes wait (G6).
 
 Life cycle: the constructor starts the push thread (no other I/O); `close()` stops it,
 releases this worker's queue leases and pushes what is left. It also runs at interpreter
@@ -31,11 +33,14 @@ from typing import TYPE_CHECKING
 
 import redis
 import sqlalchemy as sa
+from redis.cluster import RedisCluster
 
 from .batch import Recorder
 from .config import positive_seconds
-from .connections import database_engine, redis_client
+from .connections import database_engine
+from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
+from .identity import IdentityGuard, validate_identity
 from .keys import NamespaceKeys, validate_worker_id
 from .pusher import Pusher, PushStats
 from .reads import read_all, read_one
@@ -59,23 +64,25 @@ def default_worker_id() -> str:
 class FederationTracker(Recorder):
     """Cluster-wide per-domain delivery diagnostics (queue, failures, successes, latency).
 
-    ``redis`` is a Redis URL or client (the tracker opens its own connections from it).
-    Recording calls only touch process memory; a daemon thread pushes the batch every
-    ``push_interval`` seconds. ``worker_id`` must be unique per live process (default:
-    host, pid, random). In-flight counts are held under a lease of ``lease_ttl``
-    seconds, released by the cluster when this process dies. With ``database`` (a
-    SQLAlchemy URL or Engine) the tracker hydrates shards that Redis lost by itself.
+    ``redis`` is a Redis URL of any engine (one server, Sentinel, Cluster) or a client
+    (the tracker opens its own connections from it). Recording calls only touch process
+    memory; a daemon thread pushes the batch every ``push_interval`` seconds.
+    ``worker_id`` must be unique per live process (default: host, pid, random). In-flight
+    counts are held under a lease of ``lease_ttl`` seconds, released by the cluster when
+    this process dies. ``database_id`` (``FEDTRACK_DATABASE_ID``) pins the identity of
+    the namespace's database: pushes to a shard that Redis holds for another database
+    are refused and kept (G11); without it, the first identity a push sees is kept.
     """
 
     def __init__(
         self,
-        redis: str | redis.Redis,
+        redis: str | redis.Redis | RedisCluster,
         *,
         namespace: str = "default",
         push_interval: float = 1.0,
         worker_id: str | None = None,
         lease_ttl: float = 30.0,
-        database: str | sa.Engine | None = None,
+        database_id: str | None = None,
     ) -> None:
         super().__init__()
         self.keys = NamespaceKeys(namespace)
@@ -85,15 +92,9 @@ class FederationTracker(Recorder):
         validate_worker_id(self.worker_id)
         self.push_interval = _seconds("push_interval", push_interval)
         self.lease_ttl = _seconds("lease_ttl", lease_ttl)
-        if database is not None and not isinstance(database, str | sa.Engine):
-            raise ConfigurationError(
-                f"database must be a URL or a SQLAlchemy Engine, got {type(database).__name__}"
-            )
+        self._database_id = validate_identity(database_id, "database_id") if database_id else None
         self._redis_source = redis
-        self._client = redis_client(redis)
-        self._database = database
-        self._engine: sa.Engine | None = None
-        self._engine_lock = threading.Lock()
+        self._redis = RedisEngine.open(redis)
         self._flushers: list[Flusher] = []
         self._close_lock = threading.Lock()
         self._closed = False
@@ -103,12 +104,12 @@ class FederationTracker(Recorder):
     def _start_pusher(self) -> Pusher:
         pusher = Pusher(
             self,
-            self._client,
+            self._redis,
             self.keys,
             self.worker_id,
             interval=self.push_interval,
             lease_ttl=self.lease_ttl,
-            hydrate=self._hydrate_shards if self._database is not None else None,
+            database_id=self._database_id,
         )
         pusher.start()
         return pusher
@@ -125,10 +126,8 @@ class FederationTracker(Recorder):
             self.worker_id = default_worker_id()
         else:
             self.worker_id = validate_worker_id(f"{self.worker_id[:100]}-f{os.getpid()}")
-        self._engine_lock = threading.Lock()
         self._close_lock = threading.Lock()
-        if self._engine is not None:
-            self._engine.dispose(close=False)  # never reuse the parent's connections
+        self._redis = RedisEngine.open(self._redis_source)  # never the parent's connections
         self._flushers = []
         self._pusher = self._start_pusher()
 
@@ -136,11 +135,11 @@ class FederationTracker(Recorder):
 
     def get_all(self) -> list[ServerStat]:
         """Every domain of the namespace, most recently active first (a fresh snapshot)."""
-        return read_all(self._client, self.keys)
+        return read_all(self._redis, self.keys)
 
     def get(self, domain: str) -> ServerStat | None:
         """The stats of one domain (any spelling), or None when it was never recorded."""
-        return read_one(self._client, self.keys, domain)
+        return read_one(self._redis, self.keys, domain)
 
     # -- push, persistence ----------------------------------------------------------------
 
@@ -163,39 +162,39 @@ class FederationTracker(Recorder):
         """Add the database's persisted totals back into every shard Redis lost (G6).
 
         Idempotent (shards already hydrated are skipped) and safe to run from many
-        processes at once. Creates missing tables. Returns what `hydrate_shards` returns.
+        processes at once. Creates missing tables. Raises `DatabaseMismatchError`, adding
+        nothing, when `database` is not the one this namespace's Redis data came from, or
+        not the one this tracker's pushes saw (G11). Returns the domains restored.
         """
         from .hydrate import hydrate_shards
 
+        url = database if isinstance(database, str) else str(database.url)
+        guard = IdentityGuard(self.namespace, pinned=self._database_id, database_url=url)
+        if self._pusher.identity:
+            guard.adopt(self._pusher.identity)
         engine = database_engine(database)
         try:
-            return hydrate_shards(self._client, self.keys, engine)
+            restored = hydrate_shards(self._redis, self.keys, engine, guard=guard)
         finally:
             if engine is not database:
                 engine.dispose()
+        if guard.remembered:
+            self._pusher.identity = self._pusher.identity or guard.remembered
+        return restored
 
     def start_flusher(self, database: str | sa.Engine, interval: float = 30.0) -> Flusher:
         """Start a flusher (Redis → database) for this namespace; `close()` stops it."""
         from .flusher import Flusher
 
         flusher = Flusher(
-            self._redis_source, database, namespace=self.namespace, interval=interval
+            self._redis_source,
+            database,
+            namespace=self.namespace,
+            interval=interval,
+            database_id=self._database_id,
         ).start()
         self._flushers.append(flusher)
         return flusher
-
-    def _hydrate_shards(self, shards: list[int]) -> None:
-        """Called by the pusher when push.lua refused unhydrated shards."""
-        from .hydrate import hydrate_shards
-
-        hydrate_shards(self._client, self.keys, self._database_engine(), shards=shards)
-
-    def _database_engine(self) -> sa.Engine:
-        with self._engine_lock:
-            if self._engine is None:
-                assert self._database is not None
-                self._engine = database_engine(self._database)
-            return self._engine
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -223,9 +222,7 @@ class FederationTracker(Recorder):
                         flusher.stop()
                     except Exception:
                         log.exception("stopping a flusher failed")
-                self._client.close()
-                if self._engine is not None and self._engine is not self._database:
-                    self._engine.dispose()
+                self._redis.close()
                 _unregister(self)
 
     @property

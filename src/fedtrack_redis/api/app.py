@@ -41,7 +41,10 @@ def create_app(
             store = policy
         else:
             opened = PolicyStore(
-                settings.database_url, settings.redis_url, namespace=settings.namespace
+                settings.require_database(),
+                settings.redis_url,
+                namespace=settings.namespace,
+                database_id=settings.database_id,
             )
             store = await run_in_threadpool(opened.init)
         reader = stats or StatsReader(settings.redis_url, namespace=settings.namespace)

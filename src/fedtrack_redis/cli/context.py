@@ -24,17 +24,20 @@ class CliContext:
         """Fail fast (exit 1, one line) when Redis does not answer, before changing anything."""
         import redis
 
+        from ..engine import RedisEngine
         from ..errors import BackendUnavailableError
+        from ..redact import redact_url
 
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=2
-        )
+        engine = RedisEngine.open(self.settings.redis_url)
         try:
-            client.ping()
+            engine.client.ping()
         except redis.RedisError as exc:
-            raise BackendUnavailableError(f"Redis does not answer: {exc}") from None
+            raise BackendUnavailableError(
+                f"Redis at {redact_url(self.settings.redis_url)} does not answer"
+                f" ({type(exc).__name__})"
+            ) from None
         finally:
-            client.close()
+            engine.close()
 
     def policy(self) -> PolicyStore:
         if self._policy is None:
@@ -42,9 +45,10 @@ class CliContext:
 
             self.require_redis()
             self._policy = PolicyStore(
-                self.settings.database_url,
+                self.settings.require_database(),
                 self.settings.redis_url,
                 namespace=self.settings.namespace,
+                database_id=self.settings.database_id,
             ).init()
         return self._policy
 

@@ -12,7 +12,7 @@ import click
 import redis
 import sqlalchemy as sa
 
-from ..config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from ..config import DEFAULT_REDIS_URL, Settings
 from ..errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -36,9 +36,9 @@ from .errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 @click.option(
     "--database-url",
     envvar="FEDTRACK_DATABASE_URL",
-    default=DEFAULT_DATABASE_URL,
-    show_default=True,
-    help="SQLAlchemy URL [env FEDTRACK_DATABASE_URL]",
+    default="",
+    help="SQLAlchemy URL of the namespace's database; commands that need it fail without"
+    " it [env FEDTRACK_DATABASE_URL]",
 )
 @click.option(
     "--namespace",
@@ -85,7 +85,13 @@ def cli(
     }
     from os import environ
 
-    for name in ("FEDTRACK_PUSH_INTERVAL", "FEDTRACK_FLUSH_INTERVAL", "FEDTRACK_ADMIN_TOKEN"):
+    for name in (
+        "FEDTRACK_PUSH_INTERVAL",
+        "FEDTRACK_FLUSH_INTERVAL",
+        "FEDTRACK_ADMIN_TOKEN",
+        "FEDTRACK_DATABASE_ID",
+        "FEDTRACK_REDIS_WAIT_REPLICAS",
+    ):
         if name in environ:
             env[name] = environ[name]
     settings = Settings.from_env(env)

@@ -38,10 +38,11 @@ def flusher_command(interval: float, lock_ttl: float) -> None:
     interval = positive_seconds("--interval", interval, 30.0)
     flusher = Flusher(
         settings.redis_url,
-        settings.database_url,
+        settings.require_database(),
         namespace=settings.namespace,
         interval=interval,
         lock_ttl=lock_ttl,
+        database_id=settings.database_id,
     ).start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -70,7 +71,7 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations shipped with this version."""
-    engine = database_engine(current().settings.database_url)
+    engine = database_engine(current().settings.require_database())
     try:
         migrate.upgrade(engine)
         say(f"database schema at revision {migrate.current_revision(engine)}")

@@ -70,20 +70,25 @@ def _run_cluster(
     duration: float | None,
     stream: TextIO,
 ) -> None:
+    from ..connections import database_engine
+    from ..store import migrate
     from ..tracker import FederationTracker
 
+    database = settings.require_database()
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    # The tracker hydrates the namespace and runs the flusher (elected via Redis).
-    anchor = FederationTracker(
-        settings.redis_url, namespace=settings.namespace, database=settings.database_url
-    )
-    anchor.hydrate(settings.database_url)
-    flusher = anchor.start_flusher(settings.database_url, interval=5.0)
+    # The demo is its own operator: it creates the schema, hydrates the namespace and runs
+    # the flusher (elected via Redis) before the workers start.
+    schema = database_engine(database)
+    migrate.upgrade(schema)
+    schema.dispose()
+    anchor = FederationTracker(settings.redis_url, namespace=settings.namespace)
+    anchor.hydrate(database)
+    flusher = anchor.start_flusher(database, interval=5.0)
     processes = [
         context.Process(
             target=run_worker,
-            args=(settings.redis_url, settings.database_url, settings.namespace, stop),
+            args=(settings.redis_url, database, settings.namespace, stop),
             kwargs={"seed": index, "rate": rate, "local_domain": settings.local_domain},
             daemon=True,
         )

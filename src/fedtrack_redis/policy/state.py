@@ -1,14 +1,17 @@
-"""The policy as one process sees it: rules, mode, switch, and the version they reflect.
+"""The policy as one process sees it: one immutable view, swapped whole on every change.
 
-Pure data, no I/O. Readers on the hot path read attributes without a lock: every
-change is a single dict operation or a single attribute assignment, which CPython
-makes atomic, and a full replacement swaps in a new dict.
+Pure data, no I/O. A `PolicyView` never changes once built; `PolicyState` replaces it with
+a new one (a single attribute assignment, which CPython makes atomic), so a check on the
+hot path reads one reference and sees rules, mode and switch of one and the same version:
+never new rules under an old mode. A burst of changes builds one view, not one per change.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ..errors import InvalidPolicyError
 
@@ -49,27 +52,68 @@ class Change:
     enabled: bool = True
 
 
-class PolicyState:
-    """Rules and settings in process memory, applied strictly in version order."""
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    """Everything a check needs, at one version. Never mutated (its `rules` mapping is
+    read-only); `ready` is False until the first policy arrived."""
 
-    def __init__(self) -> None:
-        self.rules: dict[str, int] = {}
-        self.policy = ACCEPT
-        self.enabled = True
-        self.version = -1  # nothing loaded yet
-        self.ready = False
+    version: int
+    policy: str
+    enabled: bool
+    rules: Mapping[str, int]
+    ready: bool = True
+
+
+NOT_READY = PolicyView(-1, ACCEPT, True, MappingProxyType({}), ready=False)
+
+
+class PolicyState:
+    """The current `PolicyView`, advanced strictly in version order."""
+
+    def __init__(self, on_swap: Callable[[PolicyView], None] | None = None) -> None:
+        self.view = NOT_READY
+        self._on_swap = on_swap
         self._write_lock = threading.Lock()
+
+    # Read-only accessors of the current view (for callers that are not on the hot path).
+    @property
+    def rules(self) -> Mapping[str, int]:
+        return self.view.rules
+
+    @property
+    def policy(self) -> str:
+        return self.view.policy
+
+    @property
+    def enabled(self) -> bool:
+        return self.view.enabled
+
+    @property
+    def version(self) -> int:
+        return self.view.version
+
+    @property
+    def ready(self) -> bool:
+        return self.view.ready
+
+    def _swap(self, view: PolicyView) -> None:
+        self.view = view
+        if self._on_swap is not None:
+            self._on_swap(view)
 
     def replace(self, snapshot: Snapshot) -> bool:
         """Install a full snapshot if it is newer than what we hold."""
         with self._write_lock:
-            if snapshot.version <= self.version and self.ready:
+            if snapshot.version <= self.view.version and self.view.ready:
                 return False
-            self.rules = dict(snapshot.rules)
-            self.policy = snapshot.policy
-            self.enabled = snapshot.enabled
-            self.version = snapshot.version
-            self.ready = True
+            self._swap(
+                PolicyView(
+                    snapshot.version,
+                    snapshot.policy,
+                    snapshot.enabled,
+                    MappingProxyType(dict(snapshot.rules)),
+                )
+            )
             return True
 
     def apply(self, change: Change) -> str:
@@ -77,22 +121,42 @@ class PolicyState:
 
         A gap (a version skipped) means a message was missed: the caller resyncs in full.
         """
+        return self.apply_many([change])[0]
+
+    def apply_many(self, changes: Iterable[Change]) -> list[str]:
+        """Apply changes in order and swap in ONE new view; an outcome per change."""
         with self._write_lock:
-            if change.version <= self.version:
-                return "stale"
-            if change.op == "resync" or change.version != self.version + 1:
-                return "gap"
-            if change.op == "add":
-                self.rules.setdefault(change.domain, change.created_at)
-            elif change.op == "remove":
-                self.rules.pop(change.domain, None)
-            elif change.op == "flush":
-                self.rules = {}
-            elif change.op == "policy":
-                self.policy = change.policy
-            elif change.op == "enabled":
-                self.enabled = change.enabled
-            else:
-                return "gap"
-            self.version = change.version
-            return "applied"
+            view = self.view
+            rules: dict[str, int] | None = None
+            version, policy, enabled = view.version, view.policy, view.enabled
+            outcomes: list[str] = []
+            for change in changes:
+                if change.version <= version:
+                    outcomes.append("stale")
+                    continue
+                if change.op == "resync" or change.version != version + 1:
+                    outcomes.append("gap")
+                    continue
+                if change.op in ("add", "remove", "flush") and rules is None:
+                    rules = dict(view.rules)
+                if change.op == "add":
+                    assert rules is not None
+                    rules.setdefault(change.domain, change.created_at)
+                elif change.op == "remove":
+                    assert rules is not None
+                    rules.pop(change.domain, None)
+                elif change.op == "flush":
+                    rules = {}
+                elif change.op == "policy":
+                    policy = change.policy
+                elif change.op == "enabled":
+                    enabled = change.enabled
+                else:
+                    outcomes.append("gap")
+                    continue
+                version = change.version
+                outcomes.append("applied")
+            if version != view.version:
+                new_rules = view.rules if rules is None else MappingProxyType(rules)
+                self._swap(PolicyView(version, policy, enabled, new_rules, ready=view.ready))
+            return outcomes

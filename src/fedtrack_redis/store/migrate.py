@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from redis.backoff import ExponentialBackoff
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, SchemaMismatchError
 
 log = logging.getLogger("fedtrack_redis.store")
 
@@ -48,6 +48,31 @@ def head_revision() -> str | None:
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def check(engine: sa.Engine) -> None:
+    """Raise `SchemaMismatchError` (one line) unless the database is at this version's
+    schema. Needs only SELECT: this is what workers and the API do at start."""
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None:
+        raise SchemaMismatchError(
+            f"the database has no fedtrack schema (this version needs revision {head}):"
+            " run `fedtrack db upgrade`"
+        )
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current not in known:
+        raise SchemaMismatchError(
+            f"the database's schema revision {current} is newer than this version knows"
+            f" (newest {head}): upgrade fedtrack-redis"
+        )
+    raise SchemaMismatchError(
+        f"the database's schema is at revision {current}, this version needs {head}:"
+        " run `fedtrack db upgrade`"
+    )
 
 
 def upgrade(engine: sa.Engine) -> None:
@@ -92,7 +117,9 @@ def _upgrade_with_retries(engine: sa.Engine) -> None:
             # PostgreSQL serializes migrations with an advisory lock; only SQLite can
             # lose a race (two processes creating the same table), so only it retries.
             if engine.dialect.name != "sqlite" or attempt == attempts - 1:
-                raise BackendUnavailableError(f"database migration failed: {exc.orig}") from exc
+                raise BackendUnavailableError(
+                    f"database migration failed ({type(exc.orig).__name__})"
+                ) from exc
             log.warning("migration attempt %d failed (%s); retrying", attempt + 1, exc.orig)
             threading.Event().wait(backoff.compute(attempt))
 

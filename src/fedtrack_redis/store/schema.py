@@ -55,6 +55,8 @@ federation_push_acks = sa.Table(
     sa.Column("shard", sa.Integer, primary_key=True),
     sa.Column("worker_id", sa.String(128), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),
+    #: Unix seconds of the worker's last applied push, as Redis saw it (for pruning).
+    sa.Column("seen_at", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 #: One row: the fencing token of the newest flusher leader (G4).
@@ -63,4 +65,14 @@ federation_flusher = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("fence", sa.BigInteger, nullable=False),
+)
+
+#: One row: this database's identity (G11), a random id created with the tables. Redis
+#: records it beside its hydration markers and in the policy keys.
+federation_identity = sa.Table(
+    "federation_identity",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("database_id", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )

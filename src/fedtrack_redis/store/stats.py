@@ -45,7 +45,7 @@ NULL = "\\N"
 COPY_BATCH = 50_000
 #: Rows per batch of a `StatsWriter`.
 WRITER_BATCH = 5_000
-#: Acks per INSERT statement (3 parameters each; PostgreSQL allows 65,535, SQLite 32,766).
+#: Acks per INSERT statement (4 parameters each; PostgreSQL allows 65,535, SQLite 32,766).
 ACKS_BATCH = 2_000
 
 _stats = federation_server_stats.c
@@ -301,33 +301,35 @@ def _executemany_upsert(connection: sa.Connection, rows: list[dict[str, Any]]) -
     connection.execute(statement, rows)
 
 
-def upsert_acks(connection: sa.Connection, acks: Iterable[tuple[int, str, int]]) -> int:
-    """Persist (shard, worker id, seq) acknowledgements; a stored seq never goes down.
+def upsert_acks(connection: sa.Connection, acks: Iterable[tuple[int, str, int, int]]) -> int:
+    """Persist (shard, worker id, seq, seen_at) acknowledgements; a stored seq and seen_at
+    never go down.
 
     Multi-row ``INSERT … VALUES`` statements, not executemany (see `upsert_stats`).
     """
-    rows = [{"shard": shard, "worker_id": worker, "seq": seq} for shard, worker, seq in acks]
+    rows = [
+        {"shard": shard, "worker_id": worker, "seq": seq, "seen_at": seen}
+        for shard, worker, seq, seen in acks
+    ]
     insert = _insert(connection, federation_push_acks)
-    newest = (
-        sa.func.greatest(_acks.seq, insert.excluded.seq)
-        if connection.dialect.name == "postgresql"
-        else sa.func.max(_acks.seq, insert.excluded.seq)
-    )
+    greatest = sa.func.greatest if connection.dialect.name == "postgresql" else sa.func.max
     for start in range(0, len(rows), ACKS_BATCH):
         statement = insert.values(rows[start : start + ACKS_BATCH]).on_conflict_do_update(
-            index_elements=["shard", "worker_id"], set_={"seq": newest}
+            index_elements=["shard", "worker_id"],
+            set_={
+                "seq": greatest(_acks.seq, insert.excluded.seq),
+                "seen_at": greatest(_acks.seen_at, insert.excluded.seen_at),
+            },
         )
         connection.execute(statement)
     return len(rows)
 
 
-def prune_acks(connection: sa.Connection, shard: int, keep: Iterable[str]) -> None:
-    """Forget the acks of `shard` whose workers Redis no longer tracks (it prunes silent ones)."""
-    connection.execute(
-        sa.delete(federation_push_acks).where(
-            _acks.shard == shard, _acks.worker_id.not_in(sorted(set(keep)))
-        )
-    )
+def prune_acks(connection: sa.Connection, seen_before: int) -> int:
+    """Forget the acks of workers silent since `seen_before` (unix seconds), as push.lua
+    forgets them in Redis: one statement, however many workers churned. Returns how many."""
+    result = connection.execute(sa.delete(federation_push_acks).where(_acks.seen_at < seen_before))
+    return int(result.rowcount or 0)
 
 
 # -- hydrate: read everything back ---------------------------------------------------------------
@@ -354,7 +356,8 @@ def load_lines(connection: sa.Connection) -> list[str]:
 
 
 def load_acks(connection: sa.Connection) -> list[tuple[int, str, int]]:
-    """Every persisted acknowledgement: (shard, worker id, seq), sorted."""
+    """Every persisted acknowledgement: (shard, worker id, seq), sorted (the hydrator
+    restores them; their age restarts at the hydration)."""
     rows = connection.execute(
         sa.select(_acks.shard, _acks.worker_id, _acks.seq).order_by(_acks.shard, _acks.worker_id)
     )

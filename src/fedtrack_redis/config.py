@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .domain import normalize_domain
 from .errors import ConfigurationError, InvalidDomainError
 from .keys import validate_namespace
+from .redact import MASK, redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///fedtrack.sqlite3"
+_SECRET_FIELD = re.compile(r"token|password|secret", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,20 @@ class Settings:
     push_interval: float = 1.0
     flush_interval: float = 30.0
     admin_token: str | None = None
+    #: Raw ``FEDTRACK_ADMIN_TOKENS`` ("name:token[:read],…"); `api.tokens` parses both.
+    admin_tokens: str | None = None
+
+    def __repr__(self) -> str:
+        """Every field, with URL passwords redacted and tokens hidden."""
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, str) and _SECRET_FIELD.search(item.name):
+                value = MASK
+            elif isinstance(value, str) and item.name.endswith("_url"):
+                value = redact_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +68,7 @@ class Settings:
                 "FEDTRACK_FLUSH_INTERVAL", env.get("FEDTRACK_FLUSH_INTERVAL"), 30.0
             ),
             admin_token=env.get("FEDTRACK_ADMIN_TOKEN") or None,
+            admin_tokens=env.get("FEDTRACK_ADMIN_TOKENS") or None,
         )
 
 

@@ -14,7 +14,7 @@ from fedtrack_redis.api.app import create_app
 from fedtrack_redis.config import Settings
 from servers import wait_for
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-0123456789abcdefghijklmnop"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from servers import free_port, wait_for
 
-TOKEN = "schemathesis-token"
+TOKEN = "schemathesis-token-0123456789abcdefghij"
 
 
 @pytest.fixture

@@ -422,9 +422,7 @@ def test_push_refuses_a_shard_of_another_database(
 ) -> None:
     script_client.set(shard0.hydrated, IDENTITY)
     other = "f" * 32
-    assert push(1, [("a.example", row(1, 5))], identity=other, full=True) == [
-        3, 0, 0, "", IDENTITY
-    ]
+    assert push(1, [("a.example", row(1, 5))], identity=other, full=True) == [3, 0, 0, "", IDENTITY]
     assert script_client.exists(shard0.domain("a.example"), shard0.acks) == 0
     # The right identity, none yet, or a legacy marker: applied, and the marker says which.
     reply = push(1, [("a.example", row(1, 5))], identity=IDENTITY, full=True)

@@ -4,6 +4,7 @@ JSON output, options from the environment."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -240,3 +241,83 @@ def test_help_for_every_command(run: Run) -> None:
         code, text, _ = run(name, "--help")
         assert code == 0
         assert "Usage: fedtrack" in text
+
+
+# -- no password, no driver text in any error line or log ------------------------------
+
+SECRET = "s3cretpass"
+UNREACHABLE_DATABASE = f"postgresql+psycopg://fedtrack:{SECRET}@127.0.0.1:1/x"
+CLI_TOKEN = "cli-test-token-0123456789abcdefghijklm"
+
+
+@pytest.mark.parametrize(
+    "args", [("policy",), ("rules", "list"), ("db", "upgrade"), ("serve", "--port", "0")]
+)
+def test_an_unreachable_database_never_shows_its_password(
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    args: tuple[str, ...],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("FEDTRACK_DATABASE_URL", UNREACHABLE_DATABASE)
+    monkeypatch.setenv("FEDTRACK_ADMIN_TOKEN", CLI_TOKEN)
+    code, out, err = run("--log-level", "debug", *args)
+    assert code == 1
+    line = one_error_line(err)
+    assert SECRET not in out + err
+    assert line.endswith("(OperationalError) at postgresql+psycopg://fedtrack:***@127.0.0.1:1/x")
+    for driver_text in ("refused", "port 1 failed", "Is the server running", "sqlalche.me"):
+        assert driver_text not in line
+    assert SECRET not in caplog.text
+    assert all(SECRET not in str(record.args) for record in caplog.records)
+
+
+def test_an_unreachable_redis_never_shows_its_password(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    code, out, err = run("--redis-url", f"redis://:{SECRET}@127.0.0.1:1/0", "stats")
+    assert code == 1
+    assert one_error_line(err) == (
+        "fedtrack: error: service unavailable: Redis does not answer (ConnectionError)"
+        " at redis://:***@127.0.0.1:1/0"
+    )
+    assert SECRET not in out + err + caplog.text
+
+
+def test_invalid_urls_are_shown_redacted(run: Run) -> None:
+    code, out, err = run("--redis-url", f"http://u:{SECRET}@cache:6379", "stats")
+    assert code == 2
+    assert "FEDTRACK_REDIS_URL" in one_error_line(err)
+    assert "http://u:***@cache:6379" in err
+    assert SECRET not in out + err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FEDTRACK_ADMIN_TOKEN", "short-token"),
+        ("FEDTRACK_ADMIN_TOKENS", f"ops:{CLI_TOKEN},viewer:tooshort:read"),
+        ("FEDTRACK_ADMIN_TOKENS", f"bad name:{CLI_TOKEN}"),
+    ],
+)
+def test_serve_refuses_a_bad_token_with_one_line(
+    run: Run, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.delenv("FEDTRACK_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv(variable, value)
+    code, _, err = run("serve", "--port", "0")
+    assert code == 2
+    line = one_error_line(err)
+    assert line.startswith(f"fedtrack: error: {variable}: ")
+    assert "short-token" not in line
+    assert "tooshort" not in line
+
+
+def test_serve_without_any_token_exits_2(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEDTRACK_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("FEDTRACK_ADMIN_TOKENS", raising=False)
+    code, _, err = run("serve", "--port", "0")
+    assert code == 2
+    assert "FEDTRACK_ADMIN_TOKEN" in one_error_line(err)

@@ -1,8 +1,11 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright): it loads with
-the token, shows a domain's numbers equal to the API's, and adds a rule from the page."""
+the token, shows a domain's numbers equal to the API's, and adds a rule from the page; a
+read token sees the page with its changes disabled; and its Content-Security-Policy
+never blocks anything the page does (a policy with a wrong hash is seen to block)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -14,11 +17,14 @@ import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 
 from fedtrack_redis import FederationTracker, PolicyStore
+from fedtrack_redis.api import dashboard
 from fedtrack_redis.api.app import create_app
+from fedtrack_redis.api.security import dashboard_policy
 from fedtrack_redis.config import Settings
 from servers import free_port, wait_for
 
-TOKEN = "browser-test-token"
+TOKEN = "browser-test-token-0123456789abcdefghij"
+READ_TOKEN = "browser-read-token-0123456789abcdefghij"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,15 +37,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-def served(postgres_url: str, redis_url: str, namespace: str) -> Iterator[str]:
-    settings = Settings(
-        redis_url=redis_url,
-        database_url=postgres_url,
-        namespace=namespace,
-        local_domain="mail.example",
-        admin_token=TOKEN,
-    )
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -55,6 +54,24 @@ def served(postgres_url: str, redis_url: str, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def settings(postgres_url: str, redis_url: str, namespace: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=postgres_url,
+        namespace=namespace,
+        local_domain="mail.example",
+        admin_token=TOKEN,
+        admin_tokens=f"viewer:{READ_TOKEN}:read",
+    )
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[str]:
+    with serving(settings) as url:
+        yield url
+
+
+@pytest.fixture
 def page() -> Iterator[Page]:
     executable = shutil.which("chromium")
     assert executable, "Debian's chromium is needed (scripts/test.sh installs it)"
@@ -64,6 +81,37 @@ def page() -> Iterator[Page]:
             yield browser.new_page(viewport={"width": 1400, "height": 900})
         finally:
             browser.close()
+
+
+#: Installed before any script of the page runs: every CSP violation the page raises.
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.effectiveDirective} blocked ${event.blockedURI}`);
+});
+"""
+
+
+class Watched:
+    """A page and what it reported: CSP violations (events and console) and page errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        page.add_init_script(RECORD_VIOLATIONS)
+        page.on("console", lambda message: self.console.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def violations(self) -> list[str]:
+        events: list[str] = self.page.evaluate("window.__cspViolations || []")
+        logged = [text for text in self.console if "Content Security Policy" in text]
+        return events + logged
+
+
+@pytest.fixture
+def watched(page: Page) -> Watched:
+    return Watched(page)
 
 
 @pytest.fixture
@@ -85,13 +133,16 @@ def tracker(redis_url: str, namespace: str, postgres_url: str) -> Iterator[Feder
 @pytest.mark.slow
 def test_dashboard_matches_the_api_and_adds_a_rule(
     served: str,
-    page: Page,
+    watched: Watched,
     tracker: FederationTracker,
     redis_url: str,
     namespace: str,
     postgres_url: str,
 ) -> None:
-    page.goto(served + "/")
+    page = watched.page
+    response = page.goto(served + "/")
+    assert response is not None
+    assert "script-src 'sha256-" in response.headers["content-security-policy"]
     expect(page.locator("#token-dialog")).to_be_visible()
     page.fill("#token-input", TOKEN)
     page.click("#token-form button[type=submit]")
@@ -122,12 +173,56 @@ def test_dashboard_matches_the_api_and_adds_a_rule(
 
     page.click('#rules li[data-rule="blocked.example"] button')
     expect(page.locator('#rules li[data-rule="blocked.example"]')).to_have_count(0)
+    expect(page.locator("#caller")).to_have_text("token admin")
+    assert watched.violations() == []
+    assert watched.errors == []
 
 
 @pytest.mark.slow
-def test_a_wrong_token_is_asked_again(served: str, page: Page) -> None:
+def test_a_wrong_token_is_asked_again(served: str, watched: Watched) -> None:
+    page = watched.page
     page.goto(served + "/")
     page.fill("#token-input", "wrong")
     page.click("#token-form button[type=submit]")
     expect(page.locator("#error")).to_have_text("the admin token was refused")
     expect(page.locator("#token-dialog")).to_be_visible()
+    assert watched.violations() == []
+
+
+@pytest.mark.slow
+def test_a_read_token_sees_the_page_with_changes_disabled(
+    served: str, watched: Watched, tracker: FederationTracker
+) -> None:
+    page = watched.page
+    page.goto(served + "/")
+    page.fill("#token-input", READ_TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator('#servers tr[data-domain="alpha.example"]')).to_be_visible(timeout=10_000)
+    expect(page.locator("#caller")).to_have_text("token viewer (read-only)")
+    for control in ("#rule-add", "#rule-input", "#policy-accept", "#toggle-enabled"):
+        expect(page.locator(control)).to_be_disabled()
+    # Even a change sent by hand keeps the token and shows the server's refusal.
+    page.evaluate("change('PUT', '/api/federation/settings', { policy: 'REJECT' })")
+    expect(page.locator("#error")).to_have_text(
+        "the token 'viewer' is read-only: it cannot change anything"
+    )
+    expect(page.locator("#token-dialog")).to_be_hidden()
+    expect(page.locator("#policy")).to_have_text("ACCEPT")
+    assert watched.violations() == []
+
+
+@pytest.mark.slow
+def test_a_policy_with_the_wrong_hash_is_seen_to_block_the_script(
+    settings: Settings, watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above can fail: with a hash of other text, Chromium refuses the script."""
+    monkeypatch.setattr(
+        dashboard,
+        "content_security_policy",
+        lambda: dashboard_policy(dashboard.script_hashes("<script>other();</script>")),
+    )
+    with serving(settings) as url:
+        watched.page.goto(url + "/")
+        wait_for(watched.violations, 10, "Chromium to report the blocked script")
+    assert any("script-src" in v for v in watched.violations())
+    expect(watched.page.locator("#token-dialog")).to_be_hidden()  # the script never ran

@@ -1,4 +1,5 @@
-"""`fedtrack demo` runs, fills the dashboard API with traffic, and stops cleanly."""
+"""`fedtrack demo` runs, fills the dashboard API with traffic, and stops cleanly; its token
+and its "Database:" line are safe."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from servers import free_port, wait_for
 def test_demo_reports_traffic_then_stops_cleanly(tmp_path: object) -> None:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEDTRACK_")}
-    env["FEDTRACK_ADMIN_TOKEN"] = "demo-test-token"
+    env["FEDTRACK_ADMIN_TOKEN"] = "demo-test-token-0123456789abcdefghijklm"
     demo = subprocess.Popen(
         [
             sys.executable,
@@ -35,7 +36,7 @@ def test_demo_reports_traffic_then_stops_cleanly(tmp_path: object) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    headers = {"Authorization": "Bearer demo-test-token"}
+    headers = {"Authorization": "Bearer demo-test-token-0123456789abcdefghijklm"}
 
     def deliveries() -> int:
         try:
@@ -62,3 +63,42 @@ def test_demo_reports_traffic_then_stops_cleanly(tmp_path: object) -> None:
     assert demo.returncode == 0, output
     assert "Dashboard: http://127.0.0.1:" in output
     assert "stopped" in output
+
+
+def test_demo_prints_the_database_url_redacted_and_makes_a_long_enough_token() -> None:
+    """No FEDTRACK_ADMIN_TOKEN: the demo makes one the API accepts (a short one would exit 2
+    before anything starts); the database does not answer, so it stops with exit 1."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FEDTRACK_")}
+    env["FEDTRACK_DATABASE_URL"] = "postgresql+psycopg://fedtrack:s3cretpass@127.0.0.1:1/x"
+    result = subprocess.run(
+        [sys.executable, "-m", "fedtrack_redis.cli", "demo", "--duration", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Database: postgresql+psycopg://fedtrack:***@127.0.0.1:1/x\n" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "fedtrack: error: service unavailable: database migration failed (OperationalError)"
+        " at postgresql+psycopg://fedtrack:***@127.0.0.1:1/x"
+    ]
+    assert "s3cretpass" not in output
+
+
+def test_demo_refuses_a_short_token() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FEDTRACK_")}
+    env["FEDTRACK_ADMIN_TOKEN"] = "short"
+    result = subprocess.run(
+        [sys.executable, "-m", "fedtrack_redis.cli", "demo", "--duration", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing started
+    assert result.stderr.startswith("fedtrack: error: FEDTRACK_ADMIN_TOKEN: ")

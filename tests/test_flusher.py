@@ -69,8 +69,7 @@ def test_tracker_workers_converge_then_nothing_to_write(
         hydrate.hydrate_shards(redis_client, keys, engine)  # as the flusher leader does first
     workers = [0, 1, 2, 3]
     processes = [
-        run_python(TRACKER_WORKER, redis_url, keys.namespace, str(worker))
-        for worker in workers
+        run_python(TRACKER_WORKER, redis_url, keys.namespace, str(worker)) for worker in workers
     ]
     for process in processes:
         _, err = process.communicate(timeout=60)

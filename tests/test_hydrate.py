@@ -14,8 +14,8 @@ from fedtrack_redis.connections import database_engine
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.errors import DatabaseMismatchError
 from fedtrack_redis.identity import IdentityGuard, database_id
-from fedtrack_redis.scripts import Scripts
 from fedtrack_redis.keys import SHARDS, NamespaceKeys, shard_of
+from fedtrack_redis.scripts import Scripts
 from fedtrack_redis.store import migrate
 from fedtrack_redis.store import stats as store_stats
 from fedtrack_redis.store.schema import federation_flusher

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 from .domain import normalize_domain
 from .engine import parse_redis_url
 from .errors import ConfigurationError, InvalidDomainError
 from .identity import validate_identity
 from .keys import validate_namespace
-from .redact import redact_url
+from .redact import MASK, redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_SECRET_FIELD = re.compile(r"token|password|secret", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,23 @@ class Settings:
     local_domain: str = ""
     push_interval: float = 1.0
     flush_interval: float = 30.0
-    admin_token: str | None = field(default=None, repr=False)
+    admin_token: str | None = None
+    #: Raw ``FEDTRACK_ADMIN_TOKENS`` ("name:token[:read],…"); `api.tokens` parses both.
+    admin_tokens: str | None = None
     database_id: str | None = None
     wait_replicas: int = 0
+
+    def __repr__(self) -> str:
+        """Every field, with URL passwords redacted and tokens hidden."""
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, str) and _SECRET_FIELD.search(item.name):
+                value = MASK
+            elif isinstance(value, str) and item.name.endswith("_url"):
+                value = redact_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +76,7 @@ class Settings:
                 "FEDTRACK_FLUSH_INTERVAL", env.get("FEDTRACK_FLUSH_INTERVAL"), 30.0
             ),
             admin_token=env.get("FEDTRACK_ADMIN_TOKEN") or None,
+            admin_tokens=env.get("FEDTRACK_ADMIN_TOKENS") or None,
             database_id=validate_identity(database_id) if database_id else None,
             wait_replicas=wait_replicas,
         )
@@ -72,16 +89,6 @@ class Settings:
                 " (postgresql+psycopg://user@host/db, or sqlite:///path for small installs)"
             )
         return self.database_url
-
-    def __repr__(self) -> str:
-        database = redact_url(self.database_url) if self.database_url else None
-        return (
-            f"Settings(redis_url={redact_url(self.redis_url)!r}, database_url={database!r},"
-            f" namespace={self.namespace!r}, local_domain={self.local_domain!r},"
-            f" push_interval={self.push_interval!r}, flush_interval={self.flush_interval!r},"
-            f" admin_token={'***' if self.admin_token else None},"
-            f" database_id={self.database_id!r}, wait_replicas={self.wait_replicas})"
-        )
 
 
 def wait_replicas_default(environ: Mapping[str, str] | None = None) -> int:

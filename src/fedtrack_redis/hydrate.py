@@ -90,9 +90,7 @@ def missing_shards(
     return [shard for shard, value in marker_values(engine, keys, shards).items() if value is None]
 
 
-def redis_identities(
-    engine: RedisEngine | redis.Redis, keys: NamespaceKeys
-) -> list[str | None]:
+def redis_identities(engine: RedisEngine | redis.Redis, keys: NamespaceKeys) -> list[str | None]:
     """Every identity Redis records for the namespace: the 16 markers and the policy's."""
     engine = RedisEngine.wrap(engine)
     values: list[str | None] = list(marker_values(engine, keys).values())

@@ -1,8 +1,10 @@
-"""The admin API application: routes, health, metrics, dashboard, error mapping.
+"""The admin API application: routes, health, metrics, dashboard, reference page, errors.
 
-Every route except ``/healthz``, ``/openapi.json``, ``/docs`` and the dashboard page
-needs ``Authorization: Bearer $FEDTRACK_ADMIN_TOKEN``. Library errors map to status
-codes: bad input 400, a service down 503.
+Every route except ``/healthz``, ``/openapi.json``, ``/docs``, the dashboard page and its
+stylesheet needs ``Authorization: Bearer <token>`` (`tokens`); a read token may only
+GET. Wrong tokens are limited per peer address (`limiter`). Every response carries the
+security headers of `security`. Library errors map to status codes in `failures`: bad
+input 400, a service down 503 without the driver's text.
 """
 
 from __future__ import annotations
@@ -10,27 +12,36 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, Response
+from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
-from ..errors import BackendUnavailableError, ConfigurationError, FedtrackError
 from ..policy.store import PolicyStore
 from ..reads import StatsReader
-from . import models
-from .deps import ERRORS, Policy, Stats, require_token
+from . import dashboard, docs, failures, models
+from .deps import ERRORS, Policy, Stats, authenticate
+from .limiter import FailureLimiter
 from .metrics import ClusterCollector
 from .routes import router
+from .security import DOCS_POLICY, SecurityHeaders
+from .tokens import parse_tokens
 
 
 def create_app(
-    settings: Settings, *, policy: PolicyStore | None = None, stats: StatsReader | None = None
+    settings: Settings,
+    *,
+    policy: PolicyStore | None = None,
+    stats: StatsReader | None = None,
+    limiter: FailureLimiter | None = None,
 ) -> FastAPI:
-    """Build the app. Without `policy` / `stats` it opens its own at start-up and closes them."""
-    if not settings.admin_token:
-        raise ConfigurationError("FEDTRACK_ADMIN_TOKEN: the admin API needs a token; set one")
+    """Build the app. Without `policy` / `stats` it opens its own at start-up and closes them.
+
+    Raises `ConfigurationError` (one line naming the variable) when no token is set or
+    one is invalid, before anything is opened.
+    """
+    tokens = parse_tokens(settings.admin_token, settings.admin_tokens)
     registry = CollectorRegistry(auto_describe=False)
 
     @asynccontextmanager
@@ -65,15 +76,16 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description="Cluster-wide federation policy and delivery diagnostics.",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: /docs is our own page
+        redoc_url=None,
     )
-    app.state.admin_token = settings.admin_token.encode()
+    policies = {"/": dashboard.content_security_policy(), "/docs": DOCS_POLICY}
+    app.state.tokens = tokens
+    app.state.limiter = limiter if limiter is not None else FailureLimiter()
     app.state.local_domain = settings.local_domain
-    app.include_router(router, dependencies=[Depends(require_token)])
-
-    @app.exception_handler(FedtrackError)
-    async def fedtrack_error(request: Request, exc: FedtrackError) -> JSONResponse:
-        code = 503 if isinstance(exc, BackendUnavailableError) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+    app.include_router(router, dependencies=[Depends(authenticate)])
+    app.add_middleware(SecurityHeaders, policies=policies)
+    failures.install(app, settings, policies)
 
     @app.get("/healthz", tags=["health"], responses={503: {"model": models.Health}})
     def healthz(policy: Policy, stats: Stats, response: Response) -> models.Health:
@@ -90,7 +102,7 @@ def create_app(
     @app.get(
         "/metrics",
         tags=["health"],
-        dependencies=[Depends(require_token)],
+        dependencies=[Depends(authenticate)],
         responses=ERRORS,
         response_class=Response,
     )
@@ -100,9 +112,15 @@ def create_app(
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard() -> HTMLResponse:
-        from .dashboard import page
+    def dashboard_page() -> HTMLResponse:
+        return HTMLResponse(dashboard.page())
 
-        return HTMLResponse(page())
+    @app.get("/dashboard.css", include_in_schema=False)
+    def dashboard_stylesheet() -> Response:
+        return Response(dashboard.stylesheet(), media_type="text/css; charset=utf-8")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def reference() -> HTMLResponse:
+        return HTMLResponse(docs.render(app.openapi()))
 
     return app

@@ -89,3 +89,9 @@ class Health(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class Caller(BaseModel):
+    token: str = Field(description="Name of the bearer token used.")
+    scope: str = Field(description="`admin` (may change things) or `read` (GET only).")
+    actor: str = Field(description="Audit identity: api:<token name>@<client address>.")

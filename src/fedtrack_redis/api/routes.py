@@ -1,4 +1,5 @@
-"""Routes of the admin API under ``/api/federation`` (all need the bearer token)."""
+"""Routes of the admin API under ``/api/federation`` (all need a bearer token; the
+changing ones a token of full scope)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..domain import normalize_domain
 from ..errors import InvalidPolicyError
 from ..stats import ServerStat
 from . import models
-from .deps import ERRORS, LocalDomain, Policy, Stats
+from .deps import ERRORS, Actor, Caller, LocalDomain, Policy, Stats
 
 router = APIRouter(prefix="/api/federation", responses=ERRORS)
 
@@ -24,6 +25,12 @@ SORTS = {
     "domain": lambda s: (s.domain,),
 }
 SortName = Literal["activity", "failures", "latency", "queued", "domain"]
+
+
+@router.get("/whoami", tags=["auth"])
+def whoami(caller: Caller, actor: Actor) -> models.Caller:
+    """The token this request used, its scope, and the actor the audit log records."""
+    return models.Caller(token=caller.name, scope=caller.scope, actor=actor)
 
 
 @router.get("/settings", tags=["policy"])

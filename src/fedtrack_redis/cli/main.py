@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import click
 import redis
@@ -21,6 +22,7 @@ from ..errors import (
     InvalidPolicyError,
     InvalidTransportError,
 )
+from ..redact import driver_errors, redact_url, unavailable_reason
 from .context import CliContext
 from .errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 
@@ -89,12 +91,15 @@ def cli(
         "FEDTRACK_PUSH_INTERVAL",
         "FEDTRACK_FLUSH_INTERVAL",
         "FEDTRACK_ADMIN_TOKEN",
+        "FEDTRACK_ADMIN_TOKENS",
         "FEDTRACK_DATABASE_ID",
         "FEDTRACK_REDIS_WAIT_REPLICAS",
     ):
         if name in environ:
             env[name] = environ[name]
     settings = Settings.from_env(env)
+    if isinstance(ctx.obj, _Seen):
+        ctx.obj.settings = settings
     context = CliContext(settings)
     ctx.obj = context
     ctx.call_on_close(context.close)
@@ -112,12 +117,19 @@ _register_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI; library errors become one line on stderr and an exit code."""
+    """Run the CLI; library errors become one line on stderr and an exit code.
+
+    No line carries a password (URLs are redacted) or a driver's message (it can quote
+    connection parameters): a service that does not answer is named by our own words,
+    the driver exception's class name and the service's redacted URL.
+    """
+    seen = _Seen()
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None,
             prog_name="fedtrack",
             standalone_mode=False,
+            obj=seen,
         )
     except click.exceptions.Abort:
         _fail("aborted", EXIT_UNAVAILABLE)
@@ -132,16 +144,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     ) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except (BackendUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
-        _fail(f"service unavailable: {exc}", EXIT_UNAVAILABLE)
-    except sa.exc.OperationalError as exc:
-        _fail(f"database unavailable: {exc.orig}", EXIT_UNAVAILABLE)
+        _fail(f"service unavailable: {unavailable_reason(exc)}{seen.where(exc)}", EXIT_UNAVAILABLE)
+    except redis.RedisError as exc:
+        _fail(f"Redis error ({type(exc).__name__}){seen.where(exc)}", EXIT_UNAVAILABLE)
+    except sa.exc.SQLAlchemyError as exc:
+        down = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+        label = "database unavailable" if down else "database error"
+        _fail(f"{label} ({_class_name(exc)}){seen.where(exc)}", EXIT_UNAVAILABLE)
     except FedtrackError as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
+        _fail(unavailable_reason(exc) if driver_errors(exc) else str(exc), EXIT_UNAVAILABLE)
     else:
         sys.exit(code if isinstance(code, int) else 0)
 
 
+@dataclass
+class _Seen:
+    """What `main` learns of the run for its error line: the validated settings."""
+
+    settings: Settings | None = None
+
+    def where(self, exc: BaseException) -> str:
+        """`` at <redacted URL>`` of the service whose driver failed, if known."""
+        if self.settings is None:
+            return ""
+        for driver in driver_errors(exc):
+            if isinstance(driver, sa.exc.SQLAlchemyError):
+                return f" at {redact_url(self.settings.database_url or '')}"
+            if isinstance(driver, redis.RedisError):
+                return f" at {redact_url(self.settings.redis_url)}"
+        return ""
+
+
+def _class_name(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)  # the DBAPI error a DBAPIError wraps
+    return type(orig).__name__ if isinstance(orig, BaseException) else type(exc).__name__
+
+
 def _fail(message: str, code: int) -> None:
     first_line = message.strip().splitlines()[0] if message.strip() else "failed"
-    click.echo(f"fedtrack: error: {first_line}", err=True)
+    click.echo(f"fedtrack: error: {redact_url(first_line)}", err=True)
     sys.exit(code)

@@ -10,6 +10,7 @@ import click
 from ..connections import database_engine
 from ..store import migrate
 from .context import current
+from .errors import needs_extra
 from .output import say
 
 
@@ -57,8 +58,9 @@ def flusher_command(interval: float, lock_ttl: float) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True)
 def serve_command(host: str, port: int) -> None:
-    """Serve the admin API and the dashboard (needs FEDTRACK_ADMIN_TOKEN)."""
-    from ..api.server import serve
+    """Serve the admin API and the dashboard (needs FEDTRACK_ADMIN_TOKEN or _TOKENS)."""
+    with needs_extra("server", "the admin API"):
+        from ..api.server import serve
 
     serve(current().settings, host=host, port=port)
 
@@ -112,22 +114,25 @@ def demo_command(port: int, workers: int, rate: float, duration: float | None) -
 
     Uses FEDTRACK_REDIS_URL / FEDTRACK_DATABASE_URL when they are set; otherwise a
     throwaway redis-server (or an embedded fakeredis server) and a temporary SQLite file.
-    The admin token is FEDTRACK_ADMIN_TOKEN, or a fresh one printed with the URL.
+    The admin token is FEDTRACK_ADMIN_TOKEN (or FEDTRACK_ADMIN_TOKENS), or a fresh one
+    printed with the URL.
     """
     import os
 
-    from ..demo.runner import run
-
     settings = current().settings
-    run(
-        port=port,
-        workers=workers,
-        rate=rate,
-        duration=duration,
-        redis_url=settings.redis_url if "FEDTRACK_REDIS_URL" in os.environ else None,
-        database_url=settings.database_url if "FEDTRACK_DATABASE_URL" in os.environ else None,
-        admin_token=settings.admin_token,
-    )
+    with needs_extra("demo", "the demo"):  # also fakeredis, imported only without redis-server
+        from ..demo.runner import run
+
+        run(
+            port=port,
+            workers=workers,
+            rate=rate,
+            duration=duration,
+            redis_url=settings.redis_url if "FEDTRACK_REDIS_URL" in os.environ else None,
+            database_url=settings.database_url if "FEDTRACK_DATABASE_URL" in os.environ else None,
+            admin_token=settings.admin_token,
+            admin_tokens=settings.admin_tokens,
+        )
 
 
 COMMANDS = [flusher_command, serve_command, db_group, demo_command]

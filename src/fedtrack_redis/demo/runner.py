@@ -17,8 +17,10 @@ from typing import TextIO
 import uvicorn
 
 from ..api.app import create_app
+from ..api.tokens import parse_tokens
 from ..config import Settings
 from ..reads import StatsReader
+from ..redact import redact_url
 from .services import throwaway_redis
 from .traffic import run_worker
 
@@ -41,25 +43,34 @@ def run(
     redis_url: str | None = None,
     database_url: str | None = None,
     admin_token: str | None = None,
+    admin_tokens: str | None = None,
     out: TextIO | None = None,
 ) -> None:
-    """Run until Ctrl-C (or `duration` seconds), then stop everything with a final flush."""
+    """Run until Ctrl-C (or `duration` seconds), then stop everything with a final flush.
+
+    Without `admin_token` / `admin_tokens` a fresh admin token (43 characters) is made
+    and printed with the dashboard's URL.
+    """
     stream = out if out is not None else sys.stdout
-    token = admin_token or secrets.token_urlsafe(18)
+    given = bool(admin_token or admin_tokens)
+    token = admin_token if given else secrets.token_urlsafe(32)
+    parse_tokens(token, admin_tokens)  # a bad token fails here, before anything starts
     redis_context = (
         contextlib.nullcontext((redis_url, redis_url)) if redis_url else throwaway_redis()
     )
     with redis_context as (url, described), _database(database_url) as database:
-        _say(stream, f"Redis: {described}")
-        _say(stream, f"Database: {database}")
+        _say(stream, f"Redis: {redact_url(described)}")
+        _say(stream, f"Database: {redact_url(database)}")
         settings = Settings(
             redis_url=url,
             database_url=database,
             namespace="demo",
             local_domain="mail.example",
             admin_token=token,
+            admin_tokens=admin_tokens,
         )
-        _run_cluster(settings, port, workers, rate, duration, stream)
+        shown = "the one you set (FEDTRACK_ADMIN_TOKEN / _TOKENS)" if given else token
+        _run_cluster(settings, port, workers, rate, duration, stream, str(shown))
 
 
 def _run_cluster(
@@ -69,6 +80,7 @@ def _run_cluster(
     rate: float,
     duration: float | None,
     stream: TextIO,
+    shown_token: str,
 ) -> None:
     from ..connections import database_engine
     from ..store import migrate
@@ -104,7 +116,7 @@ def _run_cluster(
     finished = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: finished.set())
     signal.signal(signal.SIGTERM, lambda *_: finished.set())
-    _say(stream, f"Dashboard: http://127.0.0.1:{port}/   admin token: {settings.admin_token}")
+    _say(stream, f"Dashboard: http://127.0.0.1:{port}/   admin token: {shown_token}")
     _say(stream, f"{workers} simulated workers, flusher every 5 s; Ctrl-C stops")
     reader = StatsReader(settings.redis_url, namespace=settings.namespace)
     deadline = None if duration is None else time.monotonic() + duration

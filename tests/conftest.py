@@ -1,5 +1,6 @@
 """Fixtures: a real Redis and a real PostgreSQL for every test, each test in its own
-namespace and its own database.
+namespace and its own database; throwaway Redis Sentinel and Redis Cluster deployments
+for the engine matrix (``engine_url``: one test body over single, Sentinel, Cluster).
 
 Where they come from, in order: ``FEDTRACK_TEST_REDIS_URL`` / ``FEDTRACK_TEST_DATABASE_URL``
 (the database URL must allow CREATE DATABASE), else the local services on 127.0.0.1
@@ -19,6 +20,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from engines import RedisCluster, RedisSentinelSet
 from fedtrack_redis import PolicyStore
 from servers import PostgresServer, RedisServer, wait_for
 
@@ -193,3 +195,68 @@ def make_policy_store(
 @pytest.fixture
 def policy_store(make_policy_store: Callable[..., PolicyStore]) -> PolicyStore:
     return make_policy_store()
+
+
+# -- the engine matrix: single, Sentinel, Cluster ------------------------------------------
+
+#: Fixtures that start a Sentinel or Cluster deployment: a test using one is an ``engines``
+#: test (as are the sentinel and cluster runs of `engine_url`, by their params' marks).
+ENGINE_FIXTURES = frozenset(
+    {"redis_cluster", "redis_sentinel", "throwaway_cluster", "throwaway_sentinel"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engines)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster (3 masters, 3 replicas) shared by the session, started when a test
+    first asks for it. Tests work in their own namespace and never kill its nodes (that
+    is `throwaway_cluster`)."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """A Sentinel set (1 master, 2 replicas, 3 sentinels, service ``fedtrack``) shared by
+    the session, started when a test first asks for it; never kill its nodes (that is
+    `throwaway_sentinel`)."""
+    with RedisSentinelSet() as sentinels:
+        yield sentinels
+
+
+@pytest.fixture
+def throwaway_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test's own, for failover tests that kill nodes."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def throwaway_sentinel() -> Iterator[RedisSentinelSet]:
+    """A Sentinel set of this test's own, for failover tests that kill nodes."""
+    with RedisSentinelSet() as sentinels:
+        yield sentinels
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("single"),
+        pytest.param("sentinel", marks=pytest.mark.engines),
+        pytest.param("cluster", marks=pytest.mark.engines),
+    ]
+)
+def engine_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the session's shared engine: each test using this runs on one Redis
+    server (`redis_url`), on Sentinel (``redis+sentinel://…/fedtrack``) and on Cluster
+    (``redis+cluster://…``); the last two carry the ``engines`` mark."""
+    if request.param == "single":
+        return str(request.getfixturevalue("redis_url"))
+    fixture = "redis_sentinel" if request.param == "sentinel" else "redis_cluster"
+    engine: RedisCluster | RedisSentinelSet = request.getfixturevalue(fixture)
+    return engine.url

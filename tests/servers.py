@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,33 +44,41 @@ def wait_for(predicate: Callable[[], T], timeout: float, message: str, interval:
 
 
 class RedisServer:
-    """A ``redis-server`` with no persistence on a free port."""
+    """A ``redis-server`` with no persistence on a free port.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``extra_args`` are appended to the command line (a cluster node's or a replica's
+    options); subclasses may replace `command` altogether (a sentinel).
+    """
+
+    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="fedtrack-redis-")
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        return [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            *self.extra_args,
+        ]
+
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -101,6 +109,10 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_server_binary() -> str:
+    return shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def _answers(client: redis.Redis) -> bool:

@@ -19,10 +19,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def settings(postgres_url: str, redis_url: str, namespace: str) -> Settings:
+def settings(migrated_postgres_url: str, redis_url: str, namespace: str) -> Settings:
     return Settings(
         redis_url=redis_url,
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         namespace=namespace,
         local_domain="mail.example",
         admin_token=TOKEN,
@@ -198,9 +198,9 @@ def test_metrics_show_this_process_push_and_leadership(
 ) -> None:
     from fedtrack_redis import FederationTracker
 
-    with FederationTracker(
-        settings.redis_url, namespace=settings.namespace, database=settings.database_url
-    ) as tracker:
+    assert settings.database_url is not None
+    with FederationTracker(settings.redis_url, namespace=settings.namespace) as tracker:
+        tracker.hydrate(settings.database_url)
         tracker.record_success("m.example", 10, "HTTPS")
         tracker.record_failure("m.example", "SMTP")
         tracker.push()
@@ -226,12 +226,14 @@ def test_metrics_show_this_process_push_and_leadership(
     assert top
 
 
-def test_healthz_is_503_when_redis_does_not_answer(postgres_url: str, namespace: str) -> None:
+def test_healthz_is_503_when_redis_does_not_answer(
+    migrated_postgres_url: str, namespace: str
+) -> None:
     from servers import free_port
 
     settings = Settings(
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         namespace=namespace,
         admin_token=TOKEN,
     )

@@ -18,12 +18,12 @@ TOKEN = "schemathesis-token-0123456789abcdefghij"
 
 
 @pytest.fixture
-def served_api(postgres_url: str, redis_url: str, namespace: str) -> Iterator[str]:
+def served_api(migrated_postgres_url: str, redis_url: str, namespace: str) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
         "FEDTRACK_REDIS_URL": redis_url,
-        "FEDTRACK_DATABASE_URL": postgres_url,
+        "FEDTRACK_DATABASE_URL": migrated_postgres_url,
         "FEDTRACK_NAMESPACE": namespace,
         "FEDTRACK_ADMIN_TOKEN": TOKEN,
     }

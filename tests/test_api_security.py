@@ -43,10 +43,10 @@ class Clock:
 
 
 @pytest.fixture
-def settings(postgres_url: str, redis_url: str, namespace: str) -> Settings:
+def settings(migrated_postgres_url: str, redis_url: str, namespace: str) -> Settings:
     return Settings(
         redis_url=redis_url,
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         namespace=namespace,
         local_domain="mail.example",
         admin_token=ADMIN,
@@ -330,12 +330,15 @@ def _logged(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def test_redis_down_503_names_no_driver_text_nor_password(
-    postgres_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    migrated_postgres_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     redis_url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
     settings = Settings(
-        redis_url=redis_url, database_url=postgres_url, namespace=namespace, admin_token=ADMIN
+        redis_url=redis_url,
+        database_url=migrated_postgres_url,
+        namespace=namespace,
+        admin_token=ADMIN,
     )
     with TestClient(create_app(settings)) as down:
         bodies = [
@@ -363,10 +366,10 @@ def test_redis_down_503_names_no_driver_text_nor_password(
 
 
 def test_database_lost_mid_run_503_names_no_driver_text_nor_password(
-    postgres_url: str, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    migrated_postgres_url: str, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    real = sa.make_url(postgres_url)
+    real = sa.make_url(migrated_postgres_url)
     secret = real.password or SECRET  # trust auth ignores it; a configured one is kept
     proxy = CuttingProxy(real.port or 5432)
     database_url = real.set(host="127.0.0.1", port=proxy.port, password=secret).render_as_string(

@@ -12,17 +12,18 @@ import pytest
 
 from fedtrack_redis import PolicyStore
 from fedtrack_redis.cli.main import main
+from servers import wait_for
 
 Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
 def env(
-    monkeypatch: pytest.MonkeyPatch, postgres_url: str, redis_url: str, namespace: str
+    monkeypatch: pytest.MonkeyPatch, migrated_postgres_url: str, redis_url: str, namespace: str
 ) -> Iterator[dict[str, str]]:
     values = {
         "FEDTRACK_REDIS_URL": redis_url,
-        "FEDTRACK_DATABASE_URL": postgres_url,
+        "FEDTRACK_DATABASE_URL": migrated_postgres_url,
         "FEDTRACK_NAMESPACE": namespace,
         "FEDTRACK_LOCAL_DOMAIN": "mail.example",
     }
@@ -207,8 +208,8 @@ def test_unreachable_services_exit_1(run: Run) -> None:
 
 def test_options_come_from_the_environment(run: Run, store: PolicyStore) -> None:
     assert run("rules", "add", "env.example")[0] == 0
-    store.init()
-    assert store.has_rule("env.example")  # same database and namespace as the env says
+    # same database and namespace as the env says: the change reaches this process
+    wait_for(lambda: store.has_rule("env.example"), 5, "the rule reaches the store")
 
 
 def test_db_upgrade(run: Run) -> None:

@@ -54,10 +54,10 @@ def serving(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(postgres_url: str, redis_url: str, namespace: str) -> Settings:
+def settings(migrated_postgres_url: str, redis_url: str, namespace: str) -> Settings:
     return Settings(
         redis_url=redis_url,
-        database_url=postgres_url,
+        database_url=migrated_postgres_url,
         namespace=namespace,
         local_domain="mail.example",
         admin_token=TOKEN,
@@ -115,9 +115,12 @@ def watched(page: Page) -> Watched:
 
 
 @pytest.fixture
-def tracker(redis_url: str, namespace: str, postgres_url: str) -> Iterator[FederationTracker]:
+def tracker(
+    redis_url: str, namespace: str, migrated_postgres_url: str
+) -> Iterator[FederationTracker]:
     """A live worker: its in-flight message stays counted while it runs."""
-    with FederationTracker(redis_url, namespace=namespace, database=postgres_url) as live:
+    with FederationTracker(redis_url, namespace=namespace) as live:
+        live.hydrate(migrated_postgres_url)  # as the flusher leader would
         for _ in range(40):
             live.record_success("alpha.example", 120, "HTTPS")
         for _ in range(7):
@@ -137,7 +140,7 @@ def test_dashboard_matches_the_api_and_adds_a_rule(
     tracker: FederationTracker,
     redis_url: str,
     namespace: str,
-    postgres_url: str,
+    migrated_postgres_url: str,
 ) -> None:
     page = watched.page
     response = page.goto(served + "/")
@@ -166,7 +169,7 @@ def test_dashboard_matches_the_api_and_adds_a_rule(
     page.fill("#rule-input", "Blocked.Example")
     page.click("#rule-add")
     expect(page.locator('#rules li[data-rule="blocked.example"]')).to_be_visible()
-    with PolicyStore(postgres_url, redis_url, namespace=namespace) as store:
+    with PolicyStore(migrated_postgres_url, redis_url, namespace=namespace) as store:
         assert store.has_rule("blocked.example")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

@@ -28,13 +28,12 @@ def load_example() -> ModuleType:
 
 @pytest.fixture
 def relay(
-    postgres_url: str, redis_url: str, namespace: str
+    migrated_postgres_url: str, redis_url: str, namespace: str
 ) -> Iterator[tuple[int, PolicyStore, FederationTracker]]:
     example = load_example()
-    store = PolicyStore(postgres_url, redis_url, namespace=namespace).init()
-    tracker = FederationTracker(
-        redis_url, namespace=namespace, database=postgres_url, push_interval=0.1
-    )
+    store = PolicyStore(migrated_postgres_url, redis_url, namespace=namespace).init()
+    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.1)
+    tracker.hydrate(migrated_postgres_url)  # as the flusher leader would
     port = free_port()
     controller = example.start(store, tracker, "mail.example", port=port)
     try:

@@ -74,7 +74,8 @@ def unavailable_reason(exc: BaseException) -> str:
         name = type(drivers[0]).__name__
         if not message:
             message = "unavailable"
-        message = f"{message} ({name})"
+        if f"({name})" not in message:
+            message = f"{message} ({name})"
     return redact_url(message) or "unavailable"
 
 

@@ -3,6 +3,8 @@ health, metrics, OpenAPI."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterator
 
 import pytest
@@ -66,7 +68,9 @@ def test_every_endpoint_needs_the_token(client: TestClient, method: str, path: s
 
 
 def test_open_endpoints(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"redis": "ok", "database": "ok"}
+    health = client.get("/healthz").json()
+    assert (health["redis"], health["database"], health["engine"]) == ("ok", "ok", "single")
+    assert health["mismatch"] is None and len(health["database_id"]) == 32
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/docs").status_code == 200
     assert client.get("/").status_code == 200
@@ -240,7 +244,21 @@ def test_healthz_is_503_when_redis_does_not_answer(
     with TestClient(create_app(settings)) as down:
         response = down.get("/healthz")
         assert response.status_code == 503
-        assert response.json() == {"redis": "unavailable", "database": "ok"}
+        body = response.json()
+        assert (body["redis"], body["database"]) == ("unavailable", "ok")
         servers = down.get("/api/federation/servers", headers=AUTH)
         assert servers.status_code == 503
         assert "stats" in servers.json()["detail"]
+
+
+def test_healthz_is_503_with_the_reason_when_redis_holds_another_database(
+    client: TestClient, settings: Settings, redis_client: Any
+) -> None:
+    from fedtrack_redis.keys import NamespaceKeys
+
+    keys = NamespaceKeys(settings.namespace)
+    redis_client.set(keys.shards[3].hydrated, "f" * 32)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    reason = response.json()["mismatch"]
+    assert "f" * 32 in reason and response.json()["database_id"] in reason

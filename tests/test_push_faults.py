@@ -23,7 +23,7 @@ from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.keys import shard_of
 from proxy import CuttingProxy
 from servers import RedisServer, wait_for
-from tracker_helpers import counters, finish_child, start_child
+from tracker_helpers import counters, finish_child, mark_hydrated, start_child
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +51,11 @@ def test_a_lost_acknowledgement_is_retried_without_counting_twice(
     server: RedisServer, client: redis.Redis, ns: str, sqlite_url: str
 ) -> None:
     with CuttingProxy(server.port) as proxy:
-        tracker = FederationTracker(
-            proxy.url, namespace=ns, push_interval=3600, database=sqlite_url
-        )
+        tracker = FederationTracker(proxy.url, namespace=ns, push_interval=3600)
         try:
+            tracker.hydrate(sqlite_url)  # what the flusher leader does on a new namespace
             tracker.record_success("example.com", 100, "HTTPS")
-            tracker.push()  # hydrates the shard, applies the first chunk
+            tracker.push()  # applies the first chunk
             proxy.cut_replies_to(b"EVALSHA", times=3)
             for _ in range(10):
                 tracker.record_failure("example.com", "SMTP")
@@ -99,18 +98,18 @@ QUEUED_ELSEWHERE = next(
 def test_events_recorded_while_redis_is_down_arrive_once_it_is_back(
     server: RedisServer, client: redis.Redis, ns: str, sqlite_url: str
 ) -> None:
-    tracker = FederationTracker(server.url, namespace=ns, push_interval=0.05, database=sqlite_url)
+    tracker = FederationTracker(server.url, namespace=ns, push_interval=0.05)
+    # The flusher leader hydrates the namespace, and again after Redis comes back empty.
+    flusher = Flusher(server.url, sqlite_url, namespace=ns, interval=3600, lock_ttl=2.0)
     try:
+        assert flusher.flush_once() == 0  # leads, hydrates the new namespace
         for _ in range(5):
             tracker.record_success("before.example", 20, "SMTP")
         tracker.increment_queue("before.example")
         tracker.increment_queue(QUEUED_ELSEWHERE)
         tracker.push()
-        flusher = Flusher(server.url, sqlite_url, namespace=ns, interval=3600)
-        try:
-            assert flusher.flush_once() >= 1  # PostgreSQL's (here SQLite's) durable copy
-        finally:
-            flusher.stop()
+        assert flusher.flush_once() >= 1  # PostgreSQL's (here SQLite's) durable copy
+        flusher.start()
         server.kill()
         for _ in range(7):  # the hot path neither blocks nor raises meanwhile
             tracker.record_failure("during.example", "HTTPS")
@@ -130,13 +129,13 @@ def test_events_recorded_while_redis_is_down_arrive_once_it_is_back(
         assert counters(client, ns, QUEUED_ELSEWHERE)["queued_messages"] == 1
     finally:
         tracker.close()
+        flusher.stop()
 
 
 KILLED_WORKER = """
     from fedtrack_redis import FederationTracker
-    redis_url, namespace, database = ARGS
-    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.2,
-                                database=database)
+    redis_url, namespace = ARGS
+    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.2)
     tracker.record_failure("example.com", "HTTP")
     tracker.push()
     count = 1
@@ -153,7 +152,8 @@ def test_a_killed_worker_loses_at_most_its_last_push_interval(
     server: RedisServer, client: redis.Redis, ns: str, sqlite_url: str
 ) -> None:
     interval, margin = 0.2, 1.0  # margin: a push in flight, scheduling on a busy machine
-    child = start_child(KILLED_WORKER.replace("ARGS", repr((server.url, ns, sqlite_url))))
+    mark_hydrated(client, ns)
+    child = start_child(KILLED_WORKER.replace("ARGS", repr((server.url, ns))))
     progress: list[tuple[float, int]] = []
     try:
         assert child.stdout is not None

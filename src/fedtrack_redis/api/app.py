@@ -89,14 +89,25 @@ def create_app(
 
     @app.get("/healthz", tags=["health"], responses={503: {"model": models.Health}})
     def healthz(policy: Policy, stats: Stats, response: Response) -> models.Health:
-        """200 when Redis and the database answer, 503 otherwise (no token needed)."""
+        """200 when Redis and the database answer and the database is the namespace's
+        (G11); 503 otherwise, with the reason. Names the engine and whether replicas are
+        in sync (no token needed)."""
+        from ..cluster_status import describe
+
         redis_ok = stats.ping()
-        database_ok = policy.ping_database()
-        if not (redis_ok and database_ok):
+        this = policy.database_id()
+        database_ok = this is not None
+        plumbing = describe(stats.engine, stats.keys, this, policy.guard.pinned)
+        mismatch = plumbing.get("database", {}).get("mismatch")
+        if not (redis_ok and database_ok) or mismatch:
             response.status_code = 503
         return models.Health(
             redis="ok" if redis_ok else "unavailable",
             database="ok" if database_ok else "unavailable",
+            engine=plumbing.get("engine"),
+            replicas_in_sync=plumbing.get("replicas_in_sync"),
+            database_id=this,
+            mismatch=mismatch,
         )
 
     @app.get(

@@ -85,6 +85,14 @@ class Status(BaseModel):
 class Health(BaseModel):
     redis: str
     database: str
+    engine: str | None = Field(default=None, description="single, sentinel or cluster.")
+    replicas_in_sync: bool | None = Field(
+        default=None, description="Every primary's replicas hold what it holds."
+    )
+    database_id: str | None = Field(default=None, description="This database's identity.")
+    mismatch: str | None = Field(
+        default=None, description="Why this database is not the namespace's, if it is not."
+    )
 
 
 class Problem(BaseModel):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+import sqlalchemy as sa
 
 from ..anomalies import failure_ratio, failures, find_anomalies
+from ..errors import FedtrackError
 from ..stats import ServerStat
 from .context import current
 from .output import emit_json, say, table, timestamp
@@ -62,10 +66,54 @@ def stats_command(sort: str, limit: int, as_json: bool) -> None:
     )
 
 
+def _plumbing() -> dict[str, Any]:
+    """Engine, replicas and database identities (the database only when its URL is set)."""
+    from ..cluster_status import describe
+    from ..connections import database_engine
+    from ..identity import database_id
+
+    context = current()
+    settings = context.settings
+    this: str | None = None
+    if settings.database_url:
+        engine = database_engine(settings.database_url, pooled=False)
+        try:
+            this = database_id(engine)
+        except (sa.exc.SQLAlchemyError, FedtrackError):
+            this = None
+        finally:
+            engine.dispose()
+    reader = context.stats()
+    return describe(reader.engine, reader.keys, this, settings.database_id)
+
+
+def _say_plumbing(plumbing: dict[str, Any]) -> None:
+    nodes = plumbing.get("nodes", [])
+    master = f", master {plumbing['master']}" if plumbing.get("master") else ""
+    say(
+        f"engine {plumbing.get('engine')}{master}: {len(nodes)} primary node(s);"
+        f" replicas in sync: {'yes' if plumbing.get('replicas_in_sync') else 'NO'}"
+        f" (wait_replicas={plumbing.get('wait_replicas', 0)})"
+    )
+    for node in nodes:
+        state = "up" if node.get("up") else f"DOWN ({node.get('error')})"
+        say(f"  {node.get('address')}: {state}, {node.get('replicas', 0)} replica(s)")
+    database = plumbing.get("database", {})
+    named = ", ".join(database.get("redis", [])) or "none recorded"
+    this = database.get("this_database") or "unknown (no FEDTRACK_DATABASE_URL)"
+    say(f"database: Redis holds data of {named}; this database is {this}")
+    if database.get("missing_shards"):
+        say(f"  shards not hydrated yet: {database['missing_shards']}")
+    if database.get("mismatch"):
+        say(f"  MISMATCH: {database['mismatch']}")
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
-    """Traffic anomalies: failing domains, slow domains, queued backlog."""
+    """The engine and its replicas, the namespace's database identity, and traffic
+    anomalies: failing domains, slow domains, queued backlog."""
+    plumbing = _plumbing()
     stats = _stats()
     anomalies = find_anomalies(stats)
     totals = {
@@ -75,8 +123,11 @@ def status_command(as_json: bool) -> None:
         "successful_deliveries": sum(s.successful_deliveries for s in stats),
     }
     if as_json:
-        emit_json({"totals": totals, "anomalies": [a.__dict__ for a in anomalies]})
+        emit_json(
+            {"totals": totals, "anomalies": [a.__dict__ for a in anomalies], "cluster": plumbing}
+        )
         return
+    _say_plumbing(plumbing)
     say(
         f"{totals['domains']} domains, {totals['successful_deliveries']} deliveries,"
         f" {totals['failures']} failures, {totals['queued_messages']} queued"

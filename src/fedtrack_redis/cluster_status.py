@@ -1,0 +1,94 @@
+"""What an operator needs to know of a namespace's plumbing, in one read.
+
+The engine and its nodes (one server, the Sentinel's master, every Cluster primary) with
+their replicas and whether they are in sync (G10), and which database the namespace's
+Redis data came from, beside the identity of the database the caller uses (G11). Used by
+``fedtrack status``, ``/healthz`` and the dashboard's header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .engine import RedisEngine
+from .hydrate import marker_values
+from .identity import is_identity
+from .keys import NamespaceKeys
+
+
+@dataclass
+class IdentityReport:
+    """Which database Redis names, and whether the caller's database is that one."""
+
+    in_redis: list[str] = field(default_factory=list)
+    this_database: str | None = None
+    pinned: str | None = None
+    missing_shards: list[int] = field(default_factory=list)
+    legacy_shards: list[int] = field(default_factory=list)
+
+    @property
+    def mismatch(self) -> str | None:
+        """Why the caller's database may not be used with this Redis, or None."""
+        if self.pinned and self.this_database and self.pinned != self.this_database:
+            return (
+                f"this database is {self.this_database}, FEDTRACK_DATABASE_ID pins {self.pinned}"
+            )
+        if len(self.in_redis) > 1:
+            return f"Redis names several databases: {', '.join(self.in_redis)}"
+        if self.in_redis and self.this_database and self.in_redis[0] != self.this_database:
+            return (
+                f"Redis holds data of database {self.in_redis[0]},"
+                f" this database is {self.this_database}"
+            )
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "redis": self.in_redis,
+            "this_database": self.this_database,
+            "pinned": self.pinned,
+            "missing_shards": self.missing_shards,
+            "legacy_shards": self.legacy_shards,
+            "mismatch": self.mismatch,
+        }
+
+
+def identity_report(
+    engine: RedisEngine,
+    keys: NamespaceKeys,
+    this_database: str | None = None,
+    pinned: str | None = None,
+) -> IdentityReport:
+    """Read the 16 markers and the policy's identity (raises `redis.RedisError`)."""
+    markers = marker_values(engine, keys)
+    policy = engine.node_for(keys.policy_meta).hget(keys.policy_meta, "database_id")
+    named = {value for value in markers.values() if is_identity(value)}
+    if is_identity(policy):
+        named.add(str(policy))
+    return IdentityReport(
+        in_redis=sorted(str(value) for value in named),
+        this_database=this_database,
+        pinned=pinned,
+        missing_shards=[shard for shard, value in markers.items() if value is None],
+        legacy_shards=[
+            shard for shard, value in markers.items() if value is not None and not is_identity(value)
+        ],
+    )
+
+
+def describe(
+    engine: RedisEngine,
+    keys: NamespaceKeys,
+    this_database: str | None = None,
+    pinned: str | None = None,
+) -> dict[str, Any]:
+    """Engine and identity, as one JSON-ready dict (``redis: unavailable`` when down)."""
+    try:
+        report = identity_report(engine, keys, this_database, pinned)
+        plumbing = engine.status()
+    except redis.RedisError as exc:
+        return {"redis": f"unavailable ({type(exc).__name__})", "engine": engine.kind}
+    return {"redis": "ok", **plumbing, "database": report.as_dict()}

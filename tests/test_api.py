@@ -3,9 +3,8 @@ health, metrics, OpenAPI."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient

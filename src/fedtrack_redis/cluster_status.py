@@ -33,9 +33,7 @@ class IdentityReport:
     def mismatch(self) -> str | None:
         """Why the caller's database may not be used with this Redis, or None."""
         if self.pinned and self.this_database and self.pinned != self.this_database:
-            return (
-                f"this database is {self.this_database}, FEDTRACK_DATABASE_ID pins {self.pinned}"
-            )
+            return f"this database is {self.this_database}, FEDTRACK_DATABASE_ID pins {self.pinned}"
         if len(self.in_redis) > 1:
             return f"Redis names several databases: {', '.join(self.in_redis)}"
         if self.in_redis and self.this_database and self.in_redis[0] != self.this_database:
@@ -74,7 +72,9 @@ def identity_report(
         pinned=pinned,
         missing_shards=[shard for shard, value in markers.items() if value is None],
         legacy_shards=[
-            shard for shard, value in markers.items() if value is not None and not is_identity(value)
+            shard
+            for shard, value in markers.items()
+            if value is not None and not is_identity(value)
         ],
     )
 

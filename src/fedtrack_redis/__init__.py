@@ -13,12 +13,14 @@ from .errors import (
     FencedOutError,
     InvalidDomainError,
     InvalidPolicyError,
+    InvalidRuleError,
     InvalidTransportError,
     NotInitializedError,
     PropagationPendingError,
 )
 from .flusher import Flusher
 from .globals import global_policy, global_tracker
+from .policy.rules import Rule, parse_rule
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
 from .reads import StatsReader
@@ -36,16 +38,19 @@ __all__ = [
     "Flusher",
     "InvalidDomainError",
     "InvalidPolicyError",
+    "InvalidRuleError",
     "InvalidTransportError",
     "NotInitializedError",
     "PolicyStore",
     "PropagationPendingError",
+    "Rule",
     "ServerStat",
     "StatsReader",
     "check_federation_policy",
     "global_policy",
     "global_tracker",
     "normalize_domain",
+    "parse_rule",
 ]
 
 __version__ = "0.1.0"

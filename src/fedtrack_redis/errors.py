@@ -26,6 +26,20 @@ class InvalidDomainError(FedtrackError, ValueError):
         super().__init__(f"invalid domain {shown}: {reason}")
 
 
+class InvalidRuleError(InvalidDomainError):
+    """A rule text that names no rule: a bad domain inside it, a network with host bits
+    set, a malformed glob, a dot before an address literal, or too long.
+
+    A subclass of `InvalidDomainError` so every call that takes a rule can be guarded by
+    one ``except InvalidDomainError``, as calls that took a plain domain always were.
+    """
+
+    def __init__(self, value: object, reason: str) -> None:
+        super().__init__(value, reason)
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        self.args = (f"invalid rule {shown}: {reason}",)
+
+
 class InvalidTransportError(FedtrackError, ValueError):
     """A transport name other than HTTP, HTTPS or SMTP."""
 

@@ -73,6 +73,11 @@ class PropagationPendingError(BackendUnavailableError):
     """
 
 
+class UnreplicatedError(BackendUnavailableError):
+    """Fewer replicas than ``wait_replicas`` confirmed a write (G10): it is not counted as
+    done, and is retried."""
+
+
 class FencedOutError(FedtrackError):
     """A flusher tried to write after a newer leader took over (fencing token too old)."""
 

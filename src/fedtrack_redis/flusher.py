@@ -252,6 +252,8 @@ class Flusher:
 
     def _tick(self, next_flush: float, tick: float) -> tuple[float, float]:
         """One tick of the loop; returns (next flush time, seconds to wait)."""
+        if self._engine is not None:
+            self._engine.verify_master()
         self._check_identity()
         self._reap_leases()
         election = self._connect()
@@ -442,7 +444,13 @@ class Flusher:
         domains = sorted(candidates)
         prefix = len(shard.domain(""))
         while True:
-            reply = self._scripts.run(
+            # Owed from now on: the call may take them out of Redis and still fail (not
+            # replicated, connection lost); giving back a domain not taken is harmless.
+            self._pending.setdefault(index, set()).update(domains)
+            # With wait_replicas=N the snapshot counts only once N replicas hold it (the
+            # script's own write, DEL changed, makes WAIT cover everything it read), so
+            # PostgreSQL is never ahead of a replica that a failover may promote (G10).
+            reply = self._scripts.run_confirmed(
                 "flush_read",
                 [shard.changed, shard.hydrated, shard.acks, shard.ack_seen]
                 + [shard.domain(domain) for domain in domains],
@@ -454,8 +462,6 @@ class Flusher:
             if code == 1:  # more changed domains than we knew of: take them too
                 domains = sorted(candidates.union(reply[1:], domains))
                 continue
-            # The changed set is gone from Redis: we owe these domains to the database.
-            self._pending.setdefault(index, set()).update(domains)
             flat = str(reply[1]).split(",") if reply[1] else []
             acks = [
                 (index, flat[i], int(flat[i + 1]), int(float(flat[i + 2])))

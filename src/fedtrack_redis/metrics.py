@@ -36,6 +36,11 @@ PUSH_REFUSED = Counter(
     " unknown_status, unreplicated).",
     ["reason"],
 )
+PUSH_PENDING = Gauge(
+    "fedtrack_push_pending_domains",
+    "Domains recorded by this process and not yet acknowledged by Redis (with"
+    " wait_replicas, not yet confirmed by enough replicas); bounded by the domains touched.",
+)
 DATABASE_MISMATCH = Gauge(
     "fedtrack_database_mismatch",
     "1 while a flusher of this process refuses to work: its database is not the namespace's.",

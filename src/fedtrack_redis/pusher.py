@@ -51,7 +51,7 @@ from .errors import BackendUnavailableError
 from .identity import is_identity
 from .keys import NamespaceKeys
 from .leases import REAP_INTERVAL, reap_expired_leases
-from .metrics import PUSH_REFUSED, PUSH_RETRIES, PUSH_SECONDS, THREAD_ERRORS
+from .metrics import PUSH_PENDING, PUSH_REFUSED, PUSH_RETRIES, PUSH_SECONDS, THREAD_ERRORS
 from .pending import ShardQueues
 
 log = logging.getLogger("fedtrack_redis.push")
@@ -149,6 +149,7 @@ class Pusher:
                     log.exception("push: unexpected error; events stay pending, retrying")
                     ok = False
                 failures = 0 if ok else failures + 1
+                PUSH_PENDING.set(self._queues.pending_domains())
                 delay = self._interval if ok else self._backoff.compute(failures)
                 next_push = time.monotonic() + delay
             if now >= next_reap:
@@ -195,6 +196,7 @@ class Pusher:
     def _cycle(self) -> bool:
         """Swap, then send rounds until nothing is pending. False on a failure."""
         queues = self._queues
+        self._engine.verify_master()
         batch = self._recorder.swap()
         if batch is not None:
             queues.absorb(batch)

@@ -20,7 +20,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from .errors import FedtrackError
+from .errors import FedtrackError, UnreplicatedError
 
 if TYPE_CHECKING:
     from .engine import RedisEngine
@@ -76,4 +76,30 @@ class Scripts:
                 if attempt == 2 or self._engine.kind != "cluster":
                     raise
                 self._engine.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_confirmed(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """`run`, then ``WAIT N`` on the same connection when the engine has
+        ``wait_replicas=N``: raises `UnreplicatedError` unless N replicas hold everything
+        the node had done up to and including this call (G10)."""
+        if self._engine.wait_args() is None:
+            return self.run(name, keys, args)
+        script = self.script(name)
+        for attempt in range(3):
+            client = self._engine.node_for(keys[0])
+            try:
+                with client.pipeline(transaction=False) as pipe:
+                    script(keys=list(keys), args=list(args), client=pipe)
+                    self._engine.confirm(pipe)
+                    reply, replicas = pipe.execute()
+            except REDIRECTS:
+                if attempt == 2:
+                    raise
+                self._engine.refresh()
+                continue
+            if not self._engine.confirmed(replicas):
+                raise UnreplicatedError(
+                    f"only {replicas} of {self._engine.wait_replicas} replicas confirmed"
+                )
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover

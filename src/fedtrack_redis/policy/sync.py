@@ -201,10 +201,10 @@ def reconcile_with_database(
         lagging[0] = None
         return False
     if redis_version is None or lagging[0] == redis_version:
-        log.warning(
-            "policy: Redis %s; rebuilding it from the database",
-            "has no policy" if redis_version is None else "is behind the database",
-        )
+        if redis_version is None:
+            log.info("policy: Redis holds no policy; writing it from the database")
+        else:
+            log.warning("policy: Redis is behind the database; rebuilding it")
         rebuild_redis(database, side, guard)
         lagging[0] = None
         return True

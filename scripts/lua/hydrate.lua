@@ -140,8 +140,10 @@ end
 if ARGV[6] ~= '' then
   local acks = split(ARGV[6], ',')
   for j = 1, #acks, 2 do
-    local current = tonumber(redis.call('HGET', KEYS[4], acks[j]) or '-1')
-    if tonumber(acks[j + 1]) > current then
+    -- decimal strings compared by length then text: exact beyond 2^53
+    local current = redis.call('HGET', KEYS[4], acks[j])
+    local seq = acks[j + 1]
+    if not current or #seq > #current or (#seq == #current and seq > current) then
       redis.call('HSET', KEYS[4], acks[j], acks[j + 1])
     end
     redis.call('ZADD', KEYS[5], 'NX', now, acks[j])

@@ -54,14 +54,18 @@ local seq = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local cap = tonumber(ARGV[7])
-if not seq or not ttl or not retention or not cap or #ARGV ~= 7 then
+if not seq or not string.match(ARGV[2], '^[1-9]%d*$') or not ttl or not retention
+    or not cap or #ARGV ~= 7 then
   return {-1, 0, 0, '', marker}
 end
 if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
   return {3, 0, 0, '', marker}
 end
+-- Sequence numbers are compared as decimal strings (length, then text), which is exact
+-- for any size, where Lua's doubles are exact only up to 2^53.
 local last = redis.call('HGET', KEYS[2], worker)
-if last and tonumber(last) >= seq then
+local given = ARGV[2]
+if last and (#last > #given or (#last == #given and last >= given)) then
   return {2, 0, 0, last, marker}
 end
 

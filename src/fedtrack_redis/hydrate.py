@@ -153,6 +153,31 @@ def hydrate_shards(
     return restored
 
 
+def clear_namespace(engine: RedisEngine, keys: NamespaceKeys, *, page: int = 1000) -> int:
+    """Delete every key of the namespace in Redis (for ``fedtrack db rehydrate``), in short
+    calls and without SCAN: domain hashes are found through each shard's activity index
+    and lease hashes through its lease index. Returns the keys deleted."""
+    deleted = 0
+    for shard in keys.shards:
+        client = engine.node_for(shard.base)
+        while True:
+            domains = client.zrange(shard.active, 0, page - 1)
+            if not domains:
+                break
+            with client.pipeline(transaction=False) as pipe:
+                pipe.unlink(*(shard.domain(str(domain)) for domain in domains))
+                pipe.zrem(shard.active, *domains)
+                deleted += int(pipe.execute()[0])
+        workers = client.zrange(shard.leases, 0, -1)
+        if workers:
+            deleted += int(client.unlink(*(shard.lease(str(worker)) for worker in workers)))
+        deleted += int(client.unlink(*shard.fixed()))
+    policy = engine.node_for(keys.policy_meta)
+    deleted += int(policy.unlink(keys.rules, keys.policy_meta))
+    deleted += int(engine.node_for(keys.flusher_lock).unlink(keys.flusher_lock))
+    return deleted
+
+
 def _shard_list(shards: Iterable[int] | None) -> list[int]:
     if shards is None:
         return list(range(SHARDS))

@@ -103,10 +103,12 @@ class IdentityGuard:
         """Raise `DatabaseMismatchError` unless `database` may be used with this Redis.
 
         `in_redis` holds what Redis names now (marker values, the policy's identity);
-        legacy and absent values are ignored. On success the identity found in Redis is
-        remembered.
+        legacy and absent values are ignored. The first identity found in Redis is
+        remembered whether it matches or not, so a process that once saw the namespace's
+        database refuses another one even after Redis lost everything.
         """
         named = sorted({str(v) for v in in_redis if is_identity(v)})
+        self.observe(named)
         expected = self.expected
         if expected is not None and expected != database:
             source = "FEDTRACK_DATABASE_ID" if self.pinned else "this process first saw in Redis"
@@ -116,7 +118,6 @@ class IdentityGuard:
         for other in named:
             if other != database:
                 raise self._error(other, database, f"Redis holds data of database {other}")
-        self.observe(named)
 
     def _error(self, expected: str, actual: str, why: str) -> DatabaseMismatchError:
         where = f" ({self._database_url})" if self._database_url else ""

@@ -110,6 +110,18 @@ class ShardKeys:
         """Hash: domain → this worker's in-flight message count."""
         return f"{self.base}:lease:{worker_id}"
 
+    def fixed(self) -> tuple[str, ...]:
+        """Every key of the shard whose name does not depend on a domain or a worker."""
+        return (
+            self.active,
+            self.changed,
+            self.hydrated,
+            self.hydrating,
+            self.acks,
+            self.ack_seen,
+            self.leases,
+        )
+
 
 @dataclass(frozen=True)
 class NamespaceKeys:

@@ -81,6 +81,49 @@ def db_upgrade() -> None:
         engine.dispose()
 
 
+@db_group.command("rehydrate")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def db_rehydrate(yes: bool) -> None:
+    """Clear the namespace in Redis and rebuild it from this database (G11 repair).
+
+    For when Redis was hydrated from the wrong database (a flusher says "database
+    mismatch" on every tick): every key of the namespace goes, then the stats, acks and
+    the policy come back from the database given by FEDTRACK_DATABASE_URL.
+    """
+    from ..engine import RedisEngine
+    from ..hydrate import clear_namespace, hydrate_shards
+    from ..identity import IdentityGuard, database_id
+    from ..keys import NamespaceKeys
+    from ..policy.sync import PolicyRedis, rebuild_redis
+    from ..redact import redact_url
+    from .policy_commands import _confirm
+
+    settings = current().settings
+    url = settings.require_database()
+    database = database_engine(url, pooled=False)
+    redis_engine = RedisEngine.open(settings.redis_url)
+    try:
+        identity = database_id(database)
+        _confirm(
+            f"Delete namespace {settings.namespace!r} from Redis and rebuild it from"
+            f" {redact_url(url)} (database {identity})?",
+            yes,
+        )
+        keys = NamespaceKeys(settings.namespace)
+        guard = IdentityGuard(settings.namespace, pinned=settings.database_id, database_url=url)
+        guard.check(identity)  # a pinned FEDTRACK_DATABASE_ID must agree
+        deleted = clear_namespace(redis_engine, keys)
+        restored = hydrate_shards(redis_engine, keys, database, guard=guard)
+        rebuild_redis(database, PolicyRedis(redis_engine, keys), guard)
+        say(
+            f"namespace {settings.namespace!r}: {deleted} keys deleted; {restored} domains and"
+            f" the policy restored from database {identity}"
+        )
+    finally:
+        redis_engine.close()
+        database.dispose()
+
+
 @click.command("demo")
 @click.option(
     "--port",

@@ -4,8 +4,8 @@ Every recording call validates its input, then takes one lock for a few dict and
 operations: no I/O, no clock, no exception because a server is down. The pusher thread
 swaps the batch out under the same lock (`Recorder.swap`) and sends it to Redis.
 
-Layout, chosen for speed and a small footprint (DESIGN §5: ≤ 0.5 µs per call, ≤ 300 B
-per domain touched). One ``list`` row per domain spelling touched in the interval:
+Layout, chosen for speed and a small footprint (targets in benchmarks/RESULTS.md: ≤ 0.5 µs
+per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling touched in the interval:
 
     [failed_http, failed_https, failed_smtp, success_http, success_https, success_smtp,
      inbound, total_latency_ms, queued, row_id, bucket_1, count_1, bucket_2, count_2]

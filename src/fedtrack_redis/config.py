@@ -1,4 +1,5 @@
-"""Settings from the environment (§6), checked once at start with one clear line per error.
+"""Settings from the environment (the README's configuration table), checked once at start
+with one clear line per error.
 
 The library reads these only in `global_tracker()` / `global_policy()`, the CLI and the
 API; classes take explicit arguments. There is no default database: a process that needs
@@ -27,7 +28,7 @@ _SECRET_FIELD = re.compile(r"token|password|secret", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Settings:
-    """Every §6 setting, validated. ``database_url`` is None when none was given."""
+    """Every ``FEDTRACK_*`` setting, validated. ``database_url`` is None when none was given."""
 
     redis_url: str = DEFAULT_REDIS_URL
     database_url: str | None = None

@@ -1,4 +1,4 @@
-"""Process-wide singletons configured from the environment (§6), created on first call."""
+"""Process-wide singletons configured from the environment, created on first call."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from .scripts import Scripts
 
 log = logging.getLogger("fedtrack_redis.leases")
 
-#: How often a live tracker looks for expired leases (§2.1: released ≤ 15 s after expiry).
+#: How often a live tracker looks for expired leases (G8: released ≤ 15 s after expiry).
 REAP_INTERVAL = 5.0
 #: Expired workers handled per shard and pass (the rest wait for the next pass).
 REAP_LIMIT = 100

@@ -95,7 +95,7 @@ class Pusher:
         self._keys = keys
         self._worker = worker_id
         self._interval = interval
-        # Every 5 s (§2.1: an expired lease goes within 15 s); sooner for short leases.
+        # Every 5 s (G8: an expired lease goes within 15 s); sooner for short leases.
         self._reap_every = min(REAP_INTERVAL, max(0.5, lease_ttl / 2))
         self._script = scripts.register(engine.client, "push")
         self._scripts = scripts.Scripts(engine)

@@ -34,7 +34,7 @@ COUNTER_FIELDS: tuple[str, ...] = (
 )
 #: Every integer field of `ServerStat` read from a domain hash (histogram aside).
 HASH_FIELDS: tuple[str, ...] = ("queued_messages", *COUNTER_FIELDS, "last_active")
-#: The §2 JSON names, in order.
+#: The JSON names of `ServerStat` (docs/redis-keys.md), in order.
 JSON_FIELDS: tuple[str, ...] = ("domain", *HASH_FIELDS)
 
 PERCENTILES = (50, 95, 99)
@@ -100,7 +100,8 @@ def _int(fields: Mapping[str, str], name: str) -> int:
 
 @dataclass
 class ServerStat:
-    """Delivery diagnostics of one domain, cluster-wide (the §2 JSON fields plus summaries).
+    """Delivery diagnostics of one domain, cluster-wide: the JSON fields of
+    docs/redis-keys.md, plus summaries.
 
     ``last_active`` is unix seconds (the Redis server's clock at the push that last touched
     the domain), as in the original ``ServerStat``. ``mean_latency_ms`` averages every
@@ -135,5 +136,5 @@ class ServerStat:
         return cls(domain, **values, mean_latency_ms=mean, p50_ms=p50, p95_ms=p95, p99_ms=p99)
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON form: the §2 names, then the mean and the percentiles."""
+        """The JSON form: the hash's field names, then the mean and the percentiles."""
         return asdict(self)

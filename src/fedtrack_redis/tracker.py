@@ -1,4 +1,4 @@
-"""`FederationTracker`: per-domain delivery diagnostics shared by a cluster of workers (§2).
+"""`FederationTracker`: per-domain delivery diagnostics shared by a cluster of workers.
 
 The tracker is three parts with one job each: the `Recorder` it extends (the hot path,
 process memory only, G1), a `Pusher` thread (the exactly-once push protocol, G2/G3/G6/G8)

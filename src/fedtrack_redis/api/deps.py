@@ -3,7 +3,7 @@
 `authenticate` runs before every protected route: 401 without a bearer token, 429 while
 the caller's address is blocked for wrong tokens, 403 with a wrong token (counted) or
 with a read token on anything but GET. `Actor` gives a route the audit identity of its
-caller, ``api:<token name>@<client address>`` (§10).
+caller, ``api:<token name>@<client address>`` (the audit log's actor).
 """
 
 from __future__ import annotations

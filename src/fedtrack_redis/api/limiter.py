@@ -1,4 +1,4 @@
-"""Wrong-token limiter of the admin API (§13), in process memory.
+"""Wrong-token limiter of the admin API (docs/safety.md), in process memory.
 
 After `limit` wrong tokens within `window` seconds from one peer address, every request
 from that address that carries a token is refused (429) until the oldest of those

@@ -1,4 +1,4 @@
-"""Security headers on every response of the admin API (§13).
+"""Security headers on every response of the admin API (docs/safety.md).
 
 Every response carries ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
 ``X-Content-Type-Options: nosniff`` and a ``Content-Security-Policy``: JSON and plain

@@ -1,4 +1,4 @@
-"""Named bearer tokens of the admin API (§10, §13).
+"""Named bearer tokens of the admin API (docs/safety.md).
 
 ``FEDTRACK_ADMIN_TOKENS="name:token[:read],…"`` names each token; ``FEDTRACK_ADMIN_TOKEN``
 is the token named ``admin``. A token has the full scope unless marked ``read``: a read

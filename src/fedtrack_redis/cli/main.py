@@ -1,4 +1,4 @@
-"""Entry point of ``fedtrack``: global options backed by the §6 environment variables,
+"""Entry point of ``fedtrack``: global options backed by the ``FEDTRACK_*`` environment variables,
 and the mapping of errors to exit codes (2 bad input, 1 service unreachable, 3 refused).
 """
 

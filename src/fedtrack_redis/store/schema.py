@@ -1,7 +1,8 @@
 """SQLAlchemy Core tables. The migrations in ``migrations/versions`` create them; keep both in step.
 
 Names follow the original package (`federation_rules`, `federation_server_stats`) and
-DESIGN §2.1. One namespace per database (or PostgreSQL schema): no namespace column.
+docs/flusher.md (column formats). One namespace per database (or PostgreSQL schema): no
+namespace column.
 """
 
 from __future__ import annotations

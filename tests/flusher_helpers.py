@@ -1,10 +1,7 @@
 """Shared helpers and fixtures of the flusher / hydrate / stats tests.
 
-`push` mimics the tracker's push protocol (push.lua) so the flusher side can be tested on
-its own: it refuses a chunk while the shard's ``hydrated`` marker is missing, applies each
-(worker, seq) at most once, HINCRBYs the domain hashes, stamps ``last_active`` with the
-server's TIME, and records the domain in ``active`` and ``changed`` and the ack in
-``acks`` / ``ackseen``.
+`push` sends a batch of per-domain deltas through the real push.lua (sealed as a worker
+seals its chunks), so the flusher side can be tested without a tracker's timing.
 """
 
 from __future__ import annotations
@@ -22,6 +19,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from fedtrack_redis import scripts
+from fedtrack_redis.batch import NOT_QUEUED
+from fedtrack_redis.chunk import ACK_CAP, TOP_SIZE, seal
 from fedtrack_redis.connections import database_engine
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.keys import NamespaceKeys, shard_of
@@ -38,55 +38,53 @@ from servers import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
-# A stand-in for the tracker's push.lua (same keys, same protocol).
-PUSH_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) <= last then return 0 end
-local now = tonumber(redis.call('TIME')[1])
-for i = 3, #ARGV do
-  local key = KEYS[i + 3]
-  local domain = nil
-  local field = nil
-  for token in string.gmatch(ARGV[i], '[^,]+') do
-    if domain == nil then domain = token
-    elseif field == nil then field = token
-    else redis.call('HINCRBY', key, field, token); field = nil end
-  end
-  redis.call('HSET', key, 'last_active', now)
-  redis.call('ZADD', KEYS[4], now, domain)
-  redis.call('SADD', KEYS[5], domain)
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-return 1
-"""
+_SLOTS = {
+    "failed_http": 0,
+    "failed_https": 1,
+    "failed_smtp": 2,
+    "success_http": 3,
+    "success_https": 4,
+    "success_smtp": 5,
+    "inbound_deliveries": 6,
+    "total_latency_ms": 7,
+}
 
 Deltas = Mapping[str, Mapping[str, int]]
+
+
+def pending_row(fields: Mapping[str, int]) -> list[Any]:
+    """A pending entry (`chunk.Pending`) holding `fields` (counters and ``h<b>``)."""
+    row: list[Any] = [0, 0, 0, 0, 0, 0, 0, 0, NOT_QUEUED, None]
+    histogram: dict[int, int] = {}
+    for name, value in fields.items():
+        if name in _SLOTS:
+            row[_SLOTS[name]] += value
+        elif name.startswith("h"):
+            histogram[int(name[1:])] = value
+        elif name != "successful_deliveries":  # derived by the chunk: successes + inbound
+            raise ValueError(f"no such field {name}")
+    derived = sum(row[3:7])
+    if fields.get("successful_deliveries", derived) != derived:
+        raise ValueError("successful_deliveries must equal the successes plus inbound")
+    row[9] = histogram or None
+    return row
 
 
 def push(
     client: redis.Redis, keys: NamespaceKeys, worker: str, seq: int, deltas: Deltas
 ) -> dict[int, int]:
-    """Push one batch, one script call per shard; return shard → 1 applied, 0 dup, -1 refused."""
-    script = client.register_script(PUSH_LUA)
-    per_shard: dict[int, list[str]] = {}
+    """Push one batch through the real push.lua, one call per shard, as a worker would
+    (sequence numbers from 1, as push.lua wants them); shard → 1 applied, 0 duplicate,
+    -1 refused (not hydrated)."""
+    script = scripts.register(client, "push")
+    per_shard: dict[int, list[tuple[str, list[Any]]]] = {}
     for domain in sorted(deltas):
-        per_shard.setdefault(shard_of(domain), []).append(domain)
+        per_shard.setdefault(shard_of(domain), []).append((domain, pending_row(deltas[domain])))
     outcome: dict[int, int] = {}
-    for shard, domains in per_shard.items():
-        sk = keys.shards[shard]
-        args: list[str | int] = [worker, seq]
-        for domain in domains:
-            pairs = [f"{field},{value}" for field, value in deltas[domain].items()]
-            args.append(",".join([domain, *pairs]))
-        outcome[shard] = int(
-            script(
-                keys=[sk.hydrated, sk.acks, sk.ack_seen, sk.active, sk.changed]
-                + [sk.domain(domain) for domain in domains],
-                args=args,
-            )
-        )
+    for shard, rows in per_shard.items():
+        chunk = seal(keys.shards[shard], seq, worker, 30_000, 86_400, rows)
+        reply = script(keys=list(chunk.keys), args=[*chunk.args, "", ACK_CAP, TOP_SIZE])
+        outcome[shard] = {1: 1, 2: 0, 0: -1}[int(reply[0])]
     return outcome
 
 
@@ -305,7 +303,7 @@ from flusher_helpers import event_deltas, push, worker_domains
 url, namespace, worker, batches = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 client = redis.Redis.from_url(url, decode_responses=True)
 keys = NamespaceKeys(namespace)
-for seq in range(batches):
+for seq in range(1, batches + 1):
     outcome = push(client, keys, worker, seq, event_deltas(seq, worker_domains(worker, seq)))
     assert set(outcome.values()) == {1}, outcome
 client.close()
@@ -326,7 +324,7 @@ def mimic_expected(workers: list[str], batches: int) -> list[dict[str, dict[str,
     return [
         event_deltas(seq, worker_domains(worker, seq))
         for worker in workers
-        for seq in range(batches)
+        for seq in range(1, batches + 1)
     ]
 
 

@@ -162,11 +162,12 @@ class PostgresServer:
         )
         return self
 
-    def start(self) -> PostgresServer:
+    def start(self, extra: str = "") -> PostgresServer:
+        """Start (again, on the same data); `extra` adds server options (``-c name=value``)."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off"
-        )
+            f" -c synchronous_commit=off -c full_page_writes=off {extra}"
+        ).strip()
         self._run(
             pg_binary("pg_ctl"),
             "-D",

@@ -276,7 +276,12 @@ def test_while_fewer_replicas_than_asked_exist_pushes_wait_bounded_and_visibly(
     tracker = FederationTracker(url, namespace=namespace, push_interval=0.05)
     engine = RedisEngine.open(url)
     try:
-        wait_for(lambda: engine.status()["nodes"][0]["replicas"] == 1, 10, "the replica syncs")
+
+        def synced() -> bool:
+            node = engine.status()["nodes"][0]
+            return bool(node["replicas"] == 1 and node["replicas_in_sync"])
+
+        wait_for(synced, 10, "the replica syncs")
         flusher.flush_once()
         tracker.record_failure("a.example", "SMTP")
         tracker.push()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -11,10 +12,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fedtrack_redis import hydrate, scripts
+from fedtrack_redis import hydrate
+from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.errors import BackendUnavailableError, ConfigurationError
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.keys import NamespaceKeys, shard_of
+from fedtrack_redis.scripts import Scripts
+from fedtrack_redis.snapshot import EpochReader
 from fedtrack_redis.store import stats as store_stats
 from flusher_helpers import (
     MIMIC_WORKER,
@@ -144,69 +148,107 @@ def test_only_changed_domains_are_written(
     assert flusher.flush_once() == 0
 
 
-def test_snapshot_read_protocol(
+def test_an_epoch_is_one_instant_copied_on_write(
     redis_client: redis.Redis, keys: NamespaceKeys, pg_engine: sa.Engine
 ) -> None:
+    """flush_begin freezes the epoch; a write after it copies the old hash into `snap`
+    first; the reader gives every domain as it was at the close; flush_end is fenced."""
     hydrate.hydrate_shards(redis_client, keys, pg_engine)
     domains = [f"s{i}.example" for i in range(200)]
     push(redis_client, keys, "w", 1, event_deltas(3, domains))
-    shard = shard_of(domains[0])
-    sk = keys.shards[shard]
-    in_shard = sorted(d for d in domains if shard_of(d) == shard)
-    script = scripts.register(redis_client, "flush_read")
-    names = ",".join(store_stats.COUNTER_COLUMNS)
-
-    def read(passed: list[str]) -> list[str]:
-        return list(
-            script(
-                keys=[sk.changed, sk.hydrated, sk.acks, sk.ack_seen]
-                + [sk.domain(d) for d in passed],
-                args=[names, len(sk.domain(""))],
-            )
-        )
-
-    # Fewer domains than changed holds: the extra ones come back, nothing is taken.
-    reply = read(in_shard[:2])
-    assert int(reply[0]) == 1 and sorted(reply[1:]) == in_shard[2:]
-    assert redis_client.scard(sk.changed) == len(in_shard)
-    # Without the marker: refused, nothing taken.
-    redis_client.rename(sk.hydrated, sk.hydrated + "-away")
-    assert [int(x) for x in read(in_shard)] == [0]
-    redis_client.rename(sk.hydrated + "-away", sk.hydrated)
-    # A domain without a hash has no line (never written); the snapshot takes all.
-    code, acks, text = read([*in_shard, "ghost.example"])
-    assert int(code) == 2
-    seen = int(redis_client.zscore(sk.ack_seen, "w") or 0)
-    assert acks == f"w,1,{seen}"
-    lines = text.split("\n")
-    assert [line.split("\t")[0] for line in lines] == in_shard
-    for line in lines:
-        row = store_stats.parse_line(line)
-        fields = redis_client.hgetall(sk.domain(row["domain"]))
-        assert row["total_latency_ms"] == int(fields["total_latency_ms"])
-        assert int(row["last_active"].timestamp()) == int(fields["last_active"])
-        histogram = {int(k[1:]): int(v) for k, v in fields.items() if k.startswith("h")}
-        assert store_stats.decode_histogram(row["latency_histogram"]) == histogram
-    assert not redis_client.exists(sk.changed)
-    # Nothing changed: an empty snapshot.
-    assert read([]) == [2, f"w,1,{seen}", ""]
+    shard_index = shard_of(domains[0])
+    sk = keys.shards[shard_index]
+    in_shard = sorted(d for d in domains if shard_of(d) == shard_index)
+    at_close = redis_stats(redis_client, keys, in_shard)
+    reader = EpochReader(
+        RedisEngine.wrap(redis_client), Scripts(RedisEngine.wrap(redis_client)), keys, page=7
+    )
+    opened = reader.open(fence=41)
+    assert sk in opened
+    assert not redis_client.exists(sk.changed, sk.epoch_acks)
+    assert sorted(redis_client.smembers(sk.flushing)) == in_shard
+    assert redis_client.hgetall(sk.flush_acks) == {"w": "1"}
+    # Writes after the close: the first one copies each touched hash into snap.
+    touched = in_shard[:5]
+    push(redis_client, keys, "w", 2, {d: {"failed_smtp": 100} for d in touched})
+    push(redis_client, keys, "w", 3, {d: {"failed_smtp": 100} for d in touched})
+    assert sorted(redis_client.hkeys(sk.snap)) == touched
+    assert not redis_client.smembers(sk.flushing) & set(touched)
+    assert sorted(redis_client.smembers(sk.changed)) == touched  # the next epoch
+    lines = [line for page in reader.lines(sk) for line in page]
+    read = {line.split("\t")[0]: store_stats.parse_line(line) for line in lines}
+    assert sorted(read) == in_shard
+    for domain in in_shard:
+        assert read[domain]["failed_smtp"] == at_close[domain]["failed_smtp"], domain
+        assert int(read[domain]["last_active"].timestamp()) == at_close[domain]["last_active"]
+    assert reader.acks(sk, 99) == [(shard_index, "w", 1, 99)]
+    # Resuming hands the epoch to a newer flusher: the old one can no longer end it.
+    assert sk in reader.open(fence=42)
+    assert reader.end([sk], fence=41) == 0
+    assert redis_client.exists(sk.flush_state)
+    assert reader.end([sk], fence=42) == 1
+    assert not redis_client.exists(sk.flush_state, sk.flushing, sk.snap, sk.flush_acks)
+    assert sorted(redis_client.smembers(sk.changed)) == touched
 
 
-def test_flush_follows_domains_added_during_the_read(
+def test_totals_and_acks_persisted_together_are_of_one_instant(
     redis_client: redis.Redis, keys: NamespaceKeys, pg_engine: sa.Engine, make_flusher: MakeFlusher
 ) -> None:
+    """A worker adds 1 to one domain per chunk (seq n holds n) while flushes run: at
+    every commit the row equals the ack persisted with it, whatever interleaving."""
     flusher = make_flusher(pg_engine)
     flusher.flush_once()
-    domains = [f"r{i}.example" for i in range(300)]
+    shard = keys.shard_for("counter.example").shard
+    stop = threading.Event()
+    pushed = [0]
+
+    def pusher() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            push(redis_client, keys, "w", seq, {"counter.example": {"failed_smtp": 1}})
+            pushed[0] = seq
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    try:
+        checked = 0
+        while checked < 15:
+            flusher.flush_once()
+            rows, acks = db_stats(pg_engine), db_acks(pg_engine)
+            if "counter.example" in rows:
+                assert rows["counter.example"]["failed_smtp"] == acks[(shard, "w")]
+                checked += 1
+    finally:
+        stop.set()
+        thread.join()
+    flusher.flush_once()
+    assert db_stats(pg_engine)["counter.example"]["failed_smtp"] == pushed[0]
+
+
+def test_an_epoch_left_open_is_resumed_by_the_next_leader(
+    redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, make_flusher: MakeFlusher
+) -> None:
+    first = make_flusher(engine, lock_ttl=1.0)
+    first.flush_once()
+    domains = [f"o{i}.example" for i in range(60)]
     push(redis_client, keys, "w", 1, event_deltas(1, domains))
-    shard = shard_of(domains[0])
-    # Ask for one domain only: the script returns the others, the flusher takes them all.
-    snapshot = flusher._read_shard(shard, {domains[0]})
-    assert snapshot is not None
-    assert snapshot.domains == sorted(d for d in domains if shard_of(d) == shard)
-    flusher._give_back()
-    assert flusher.flush_once() == len(domains)
-    assert_converged(redis_client, keys, pg_engine)
+
+    def die(point: str) -> None:
+        if point == "before_commit":
+            raise RuntimeError("killed between its read and its commit")
+
+    first._hook = die
+    with pytest.raises(RuntimeError):
+        first.flush_once()
+    assert db_stats(engine) == {}
+    assert any(redis_client.exists(shard.flush_state) for shard in keys.shards)
+    redis_client.delete(keys.flusher_lock)  # its lock lapses
+    second = make_flusher(engine)
+    push(redis_client, keys, "w", 2, event_deltas(2, domains[:10]))  # during the open epoch
+    assert second.flush_once() == 60  # the same snapshot, read again
+    assert second.flush_once() == 10  # then the next epoch
+    assert_converged(redis_client, keys, engine)
 
 
 def test_missing_hash_is_never_written(
@@ -217,10 +259,11 @@ def test_missing_hash_is_never_written(
     redis_client.sadd(keys.shard_for("ghost.example").changed, "ghost.example")
     assert flusher.flush_once() == 0
     assert db_stats(engine) == {}
-    assert not redis_client.exists(keys.shard_for("ghost.example").changed)
+    ghost = keys.shard_for("ghost.example")
+    assert not redis_client.exists(ghost.changed, ghost.flushing, ghost.flush_state)
 
 
-def test_fenced_out_leader_writes_nothing_and_gives_domains_back(
+def test_fenced_out_leader_writes_nothing_and_its_epoch_waits(
     redis_client: redis.Redis,
     keys: NamespaceKeys,
     engine: sa.Engine,
@@ -245,7 +288,7 @@ def test_fenced_out_leader_writes_nothing_and_gives_domains_back(
     assert "is no longer the newest" in caplog.text
     assert not flusher.is_leader
     assert db_stats(engine) == {}
-    assert sum(redis_client.scard(shard.changed) for shard in keys.shards) == len(domains)
+    assert sum(redis_client.scard(shard.flushing) for shard in keys.shards) == len(domains)
     assert redis_client.get(keys.flusher_lock) == "someone-else"
     # Once the other leader is gone, it leads again (new token) and writes everything.
     redis_client.delete(keys.flusher_lock)

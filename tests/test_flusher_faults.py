@@ -346,20 +346,20 @@ def test_postgres_down_during_a_flush(
         flusher.start()
         wait_for(lambda: flusher.is_leader, 20, "leader")
         wait_for(lambda: not hydrate.missing_shards(redis_client, keys), 10, "the leader hydrates")
-        assert set(push(redis_client, keys, "w", 0, batches[0]).values()) == {1}
+        assert set(push(redis_client, keys, "w", 1, batches[0]).values()) == {1}
         wait_for(lambda: converged(redis_client, keys, engine), 10, "first flush")
         monotonic = Monotonic(engine)
         monotonic()
 
         armed["stop"] = True
-        push(redis_client, keys, "w", 1, batches[1])
+        push(redis_client, keys, "w", 2, batches[1])
         wait_for(lambda: "database unavailable" in caplog.text, 20, "the failed flush is logged")
-        push(redis_client, keys, "w", 2, batches[2])
+        push(redis_client, keys, "w", 3, batches[2])
         wait_for(lambda: caplog.text.count("database unavailable") >= 3, 20, "retries")
         assert flusher._thread is not None and flusher._thread.is_alive()
 
         pg_server.start()
-        push(redis_client, keys, "w", 3, batches[3])
+        push(redis_client, keys, "w", 4, batches[3])
         wait_for(lambda: converged(redis_client, keys, engine), 30, "rows converge when PG is back")
         rows = monotonic()
         expected = expected_totals(batches)
@@ -404,7 +404,7 @@ def test_redis_restart_restores_totals_exactly_once(
         try:
             monotonic = Monotonic(engine)
             assert flusher.flush_once() == 0  # hydrates the empty namespace
-            for seq in range(3):
+            for seq in range(1, 4):
                 batch = event_deltas(seq, domains[seq * 50 : seq * 50 + 200])
                 assert set(push(client, keys, "w1", seq, batch).values()) == {1}
                 recorded.append(batch)
@@ -419,7 +419,7 @@ def test_redis_restart_restores_totals_exactly_once(
 
             # Pushes before hydration are refused (the worker keeps them) ...
             early = event_deltas(20, domains[100:300])
-            assert set(push(client, keys, "w1", 3, early).values()) == {-1}
+            assert set(push(client, keys, "w1", 4, early).values()) == {-1}
             # ... hydrate from three processes and this one at once, then once more.
             workers = [run_python(HYDRATE_PROCESS, url, postgres_url, namespace) for _ in range(3)]
             for worker in workers:
@@ -436,7 +436,7 @@ def test_redis_restart_restores_totals_exactly_once(
             assert counters(redis_stats(client, keys, domains)) == counters(before)
 
             # ... then the refused chunk is retried, unchanged, and applied once.
-            assert set(push(client, keys, "w1", 3, early).values()) == {1}
+            assert set(push(client, keys, "w1", 4, early).values()) == {1}
             recorded.append(early)
             # The lost-ack chunk retried after loss + hydrate: the restored ack stops it.
             assert set(push(client, keys, "w2", 7, lost_ack).values()) == {0}
@@ -488,7 +488,7 @@ def test_running_flushers_hydrate_a_restarted_redis(
                 flusher.start()
             wait_for(lambda: not hydrate.missing_shards(client, keys), 10, "initial hydration")
             recorded = []
-            seq = 0
+            seq = 1
 
             def push_until_applied(batch: dict[str, dict[str, int]]) -> None:
                 nonlocal seq

@@ -160,7 +160,7 @@ def lease(client: redis.Redis, shard: ShardKeys, worker: str, counts: dict[str, 
     rows = [(d, [0, 0, 0, 0, 0, 0, 0, 0, n, None]) for d, n in counts.items()]
     chunk = seal(shard, 1, worker, 30_000, 600, rows)
     push = scripts.register(client, "push")
-    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000])[0] == 1
+    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000, 1000])[0] == 1
     client.zadd(shard.leases, {worker: 1000})
 
 
@@ -196,7 +196,15 @@ def test_release_refuses_a_renewed_lease_and_a_stale_domain_list(
     shard = NamespaceKeys(namespace).shard_for("a.example")
     lease(lease_client, shard, "w", {"a.example": 3})
     release = scripts.register(lease_client, "lease_release")
-    fixed = [shard.leases, shard.lease("w"), shard.changed]
+    fixed = [
+        shard.leases,
+        shard.lease("w"),
+        shard.changed,
+        shard.flushing,
+        shard.snap,
+        shard.totals,
+        shard.top_queued,
+    ]
     assert release(keys=fixed, args=["w"]) == -1  # the lease holds a.example: read again
     lease_client.zadd(shard.leases, {"w": server_time_ms(lease_client) + 60_000})
     assert release(keys=[*fixed, shard.domain("a.example")], args=["w", "a.example"]) == 0

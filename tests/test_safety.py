@@ -471,9 +471,12 @@ def test_a_check_never_sees_new_rules_under_an_old_mode(
 def test_flush_and_prune_with_seventy_thousand_worker_ids_in_one_shard(
     redis_client: redis.Redis, namespace: str, migrated_postgres_url: str
 ) -> None:
-    """Worker ids churn: acks of 70,000 workers in one shard flush and prune, and no
-    statement binds one parameter per worker."""
+    """Worker ids churn: the acks of 70,000 workers that pushed to one shard in one flush
+    epoch are read in pages and persisted, and the acks of 35,000 workers silent for
+    longer than the retention are pruned, with no statement binding one parameter per
+    worker."""
     from fedtrack_redis.chunk import ACK_RETENTION_SECONDS
+    from fedtrack_redis.store import stats as store_stats
     from flusher_helpers import db_acks
 
     keys = NamespaceKeys(namespace)
@@ -482,19 +485,22 @@ def test_flush_and_prune_with_seventy_thousand_worker_ids_in_one_shard(
         flusher.flush_once()
         shard = keys.shards[5]
         now = int(redis_client.time()[0])
-        old = now - ACK_RETENTION_SECONDS - 10
+        silent = [
+            (5, f"gone-{index}", 3, now - ACK_RETENTION_SECONDS - 10) for index in range(35_000)
+        ]
+        with make_engine(migrated_postgres_url) as engine, engine.begin() as connection:
+            store_stats.upsert_acks(connection, silent)
         with redis_client.pipeline(transaction=False) as pipe:
             for start in range(0, 70_000, 5_000):
                 ids = [f"churned-{index}" for index in range(start, start + 5_000)]
-                pipe.hset(shard.acks, mapping=dict.fromkeys(ids, 7))
-                pipe.zadd(shard.ack_seen, {w: (old if int(w[8:]) % 2 else now) for w in ids})
+                pipe.hset(shard.epoch_acks, mapping=dict.fromkeys(ids, 7))
             pipe.sadd(shard.changed, "x.example")
             pipe.hset(shard.domain("x.example"), mapping={"failed_smtp": 1, "last_active": now})
             pipe.execute()
         assert flusher.flush_once() == 1
         with make_engine(migrated_postgres_url) as engine:
             acks = db_acks(engine)
-        assert len(acks) == 35_000  # the half seen long ago pruned in the same flush
-        assert all(int(worker[8:]) % 2 == 0 for _shard, worker in acks)
+        assert len(acks) == 70_000  # every ack of the epoch; the silent ones pruned
+        assert all(worker.startswith("churned-") for _shard, worker in acks)
     finally:
         flusher.stop()

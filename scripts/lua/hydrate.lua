@@ -13,7 +13,10 @@
 -- KEYS[3]   activity index    fedtrack:{<ns>:<SS>}:active    (domain -> last_active)
 -- KEYS[4]   acks hash         fedtrack:{<ns>:<SS>}:acks      (worker -> last seq applied)
 -- KEYS[5]   acks seen         fedtrack:{<ns>:<SS>}:ackseen   (worker -> unix seconds)
--- KEYS[6..] domain hashes     fedtrack:{<ns>:<SS>}:d:<domain>, one per line of ARGV[8]
+-- KEYS[6]   totals            fedtrack:{<ns>:<SS>}:totals    (the shard's sums)
+-- KEYS[7]   top failures      fedtrack:{<ns>:<SS>}:top:failures
+-- KEYS[8]   top latency       fedtrack:{<ns>:<SS>}:top:latency
+-- KEYS[9..] domain hashes     fedtrack:{<ns>:<SS>}:d:<domain>, one per line of ARGV[8]
 -- ARGV[1]   chunk index (0-based)
 -- ARGV[2]   number of chunks in the plan (>= 1; an empty shard is one empty chunk)
 -- ARGV[3]   plan digest (same for every hydrator reading the same rows)
@@ -25,6 +28,7 @@
 -- ARGV[8]   the chunk's stats lines joined by "\n", in KEYS[6..] order, each
 --           "domain\t<counters>\t<last_active|\N>\t<bucket:count,...>" ("" when empty)
 -- ARGV[9]   the identity of the database read (G11): the marker's value once hydrated
+-- ARGV[10]  size of each top list
 --
 -- Returns  2  the marker is present: the shard is hydrated, nothing done
 --          1  chunk applied (the last chunk also restored the acks and set the marker)
@@ -81,7 +85,13 @@ local match, gmatch, call = string.match, string.gmatch, redis.call
 local fields = {}
 local scored = {}
 local nscored = 0
-local i = 5
+local sums = {}
+local failing, slow = {}, {}
+local column = {}
+for c = 1, ncounters do
+  column[names[c]] = c
+end
+local i = 8
 for line in gmatch(ARGV[8], '[^\n]+') do
   i = i + 1
   local key = KEYS[i]
@@ -93,12 +103,25 @@ for line in gmatch(ARGV[8], '[^\n]+') do
       fields[n + 1] = names[c]
       fields[n + 2] = value
       n = n + 2
+      sums[names[c]] = (sums[names[c]] or 0) + tonumber(value)
     end
   end
   for bucket, count in gmatch(f[ncounters + 3], '(%d+):(%d+)') do
     fields[n + 1] = 'h' .. bucket
     fields[n + 2] = count
     n = n + 2
+    sums['h' .. bucket] = (sums['h' .. bucket] or 0) + tonumber(count)
+  end
+  local failures = tonumber(f[column['failed_http'] + 1]) + tonumber(f[column['failed_https'] + 1])
+    + tonumber(f[column['failed_smtp'] + 1])
+  if failures > 0 then
+    failing[#failing + 1] = failures
+    failing[#failing + 1] = f[1]
+  end
+  local successes = tonumber(f[column['successful_deliveries'] + 1])
+  if successes > 0 then
+    slow[#slow + 1] = tonumber(f[column['total_latency_ms'] + 1]) / successes
+    slow[#slow + 1] = f[1]
   end
   local last_active = f[ncounters + 2]
   local active = last_active ~= '\\N' and last_active ~= '0'
@@ -130,6 +153,19 @@ for line in gmatch(ARGV[8], '[^\n]+') do
 end
 if nscored > 0 then
   call('ZADD', KEYS[3], 'GT', unpack(scored, 1, nscored))
+end
+for name, value in pairs(sums) do
+  call('HINCRBY', KEYS[6], name, value)
+end
+local top = tonumber(ARGV[10])
+for k, list in pairs({[7] = failing, [8] = slow}) do
+  if #list > 0 then
+    call('ZADD', KEYS[k], unpack(list))
+    local size = call('ZCARD', KEYS[k])
+    if size > top then
+      call('ZREMRANGEBYRANK', KEYS[k], 0, size - top - 1)
+    end
+  end
 end
 
 if index < chunks - 1 then

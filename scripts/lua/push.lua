@@ -4,16 +4,23 @@
 -- KEYS[2]    acks      fedtrack:{<ns>:<SS>}:acks             hash worker -> last applied seq
 -- KEYS[3]    ackseen   fedtrack:{<ns>:<SS>}:ackseen          zset worker -> unix s of last apply
 -- KEYS[4]    active    fedtrack:{<ns>:<SS>}:active           zset domain -> last_active
--- KEYS[5]    changed   fedtrack:{<ns>:<SS>}:changed          set of domains changed since the last flush
+-- KEYS[5]    changed   fedtrack:{<ns>:<SS>}:changed          set of domains changed this flush epoch
 -- KEYS[6]    leases    fedtrack:{<ns>:<SS>}:leases           zset worker -> lease expiry (unix ms)
 -- KEYS[7]    lease     fedtrack:{<ns>:<SS>}:lease:<worker>   hash domain -> this worker's in-flight count
--- KEYS[7+i]  the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV
+-- KEYS[8]    flushing  fedtrack:{<ns>:<SS>}:flushing         set: the closing epoch's domains not yet copied
+-- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
+-- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
+-- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
+-- KEYS[12]   topfail   fedtrack:{<ns>:<SS>}:top:failures     zset domain -> failures (the top ARGV[8])
+-- KEYS[13]   toplat    fedtrack:{<ns>:<SS>}:top:latency      zset domain -> mean latency ms (top ARGV[8])
+-- KEYS[14]   topqueue  fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages (top ARGV[8])
+-- KEYS[14+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[7+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[14+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
@@ -25,6 +32,13 @@
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
+-- ARGV[8]    size of each top list (top:failures, top:latency, top:queued)
+--
+-- Flush epochs (copy on write): while the flusher reads the closing epoch, `flushing` holds
+-- its domains; the first write to one of them copies its hash, as it was at the close, into
+-- `snap` (HGETALL joined by tabs; "" when it had none) and removes it from `flushing`, so
+-- the flusher sees every domain exactly as at the close, with `epochacks` renamed at the
+-- same instant: totals and acks of one instant, without one long call.
 --
 -- Returns {status, lease_absent, fields, ack, marker}:
 --   status        1 applied; 2 duplicate (seq <= acks[worker]: nothing done; the worker
@@ -44,8 +58,9 @@
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
 
 local unpack = table.unpack or unpack
+local call = redis.call
 
-local marker = redis.call('GET', KEYS[1])
+local marker = call('GET', KEYS[1])
 if not marker then
   return {0, 0, 0, '', ''}
 end
@@ -54,8 +69,9 @@ local seq = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local cap = tonumber(ARGV[7])
+local top = tonumber(ARGV[8])
 if not seq or not string.match(ARGV[2], '^[1-9]%d*$') or not ttl or not retention
-    or not cap or #ARGV ~= 7 then
+    or not cap or not top or #ARGV ~= 8 then
   return {-1, 0, 0, '', marker}
 end
 if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
@@ -63,86 +79,124 @@ if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #ma
 end
 -- Sequence numbers are compared as decimal strings (length, then text), which is exact
 -- for any size, where Lua's doubles are exact only up to 2^53.
-local last = redis.call('HGET', KEYS[2], worker)
+local last = call('HGET', KEYS[2], worker)
 local given = ARGV[2]
 if last and (#last > #given or (#last == #given and last >= given)) then
   return {2, 0, 0, last, marker}
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
+local FIXED = 14
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
 local rest, lines = string.gsub(ARGV[5], LINE .. '\n?', '')
-if rest ~= '' or lines ~= #KEYS - 7 then
+if rest ~= '' or lines ~= #KEYS - FIXED then
   return {-1, 0, 0, last or '', marker}
 end
 
 -- 2. apply
-local time = redis.call('TIME')
+local time = call('TIME')
 -- `stamp` is TIME's own string: a Lua number passed to redis.call is formatted anew on
 -- every call, which costs more than the HSET it goes into
 local stamp = time[1]
 local now = tonumber(stamp)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 local lease_absent = 0
-if not redis.call('ZSCORE', KEYS[6], worker) then
+if not call('ZSCORE', KEYS[6], worker) then
   lease_absent = 1
 end
+local closing = call('EXISTS', KEYS[8]) == 1
 local fields = 0
-local scored = {}
-local members = {}
+local scored, members = {}, {}
+local failing, slow, queues = {}, {}, {}
+local sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+local buckets = {}
+local queued_delta = 0
+local NAMES = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
+  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 
 local function flush_members()
-  if #scored > 0 then
-    redis.call('ZADD', KEYS[4], unpack(scored))
-    redis.call('SADD', KEYS[5], unpack(members))
-    scored = {}
-    members = {}
+  if #members > 0 then
+    call('ZADD', KEYS[4], unpack(scored))
+    call('SADD', KEYS[5], unpack(members))
+    scored, members = {}, {}
   end
 end
 
-local i = 7
+local function add_top(key, pairs_)
+  if #pairs_ > 0 then
+    call('ZADD', key, unpack(pairs_))
+    local size = call('ZCARD', key)
+    if size > top then
+      call('ZREMRANGEBYRANK', key, 0, size - top - 1)
+    end
+  end
+end
+
+local i = FIXED
 for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmatch(ARGV[5], LINE) do
   i = i + 1
   local key = KEYS[i]
-  local stamped = false
-  if c1 ~= '0' then redis.call('HINCRBY', key, 'failed_http', c1); fields = fields + 1 end
-  if c2 ~= '0' then redis.call('HINCRBY', key, 'failed_https', c2); fields = fields + 1 end
-  if c3 ~= '0' then redis.call('HINCRBY', key, 'failed_smtp', c3); fields = fields + 1 end
-  if c4 ~= '0' then redis.call('HINCRBY', key, 'success_http', c4); fields = fields + 1 end
-  if c5 ~= '0' then redis.call('HINCRBY', key, 'success_https', c5); fields = fields + 1 end
-  if c6 ~= '0' then redis.call('HINCRBY', key, 'success_smtp', c6); fields = fields + 1 end
-  if c7 ~= '0' then redis.call('HINCRBY', key, 'successful_deliveries', c7); fields = fields + 1 end
-  if c8 ~= '0' then redis.call('HINCRBY', key, 'inbound_deliveries', c8); fields = fields + 1 end
-  if c9 ~= '0' then redis.call('HINCRBY', key, 'total_latency_ms', c9); fields = fields + 1 end
-  if histogram ~= '' then
-    for bucket, count in string.gmatch(histogram, '(%d+):(%d+)') do
-      redis.call('HINCRBY', key, 'h' .. bucket, count)
+  if closing and call('SREM', KEYS[8], domain) == 1 then
+    call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
+  end
+  local c = {c1, c2, c3, c4, c5, c6, c7, c8, c9}
+  local results = {}
+  for f = 1, 9 do
+    if c[f] ~= '0' then
+      results[f] = call('HINCRBY', key, NAMES[f], c[f])
+      sums[f] = sums[f] + tonumber(c[f])
       fields = fields + 1
     end
   end
+  if histogram ~= '' then
+    for bucket, count in string.gmatch(histogram, '(%d+):(%d+)') do
+      call('HINCRBY', key, 'h' .. bucket, count)
+      buckets[bucket] = (buckets[bucket] or 0) + tonumber(count)
+      fields = fields + 1
+    end
+  end
+  if results[1] or results[2] or results[3] then
+    local failed = call('HMGET', key, 'failed_http', 'failed_https', 'failed_smtp')
+    failing[#failing + 1] = (tonumber(failed[1]) or 0) + (tonumber(failed[2]) or 0)
+      + (tonumber(failed[3]) or 0)
+    failing[#failing + 1] = domain
+  end
+  if results[7] then
+    local latency = results[9] or tonumber(call('HGET', key, 'total_latency_ms') or '0')
+    slow[#slow + 1] = latency / results[7]
+    slow[#slow + 1] = domain
+  end
+  local stamped = false
   if queued ~= '' then
     local wanted = tonumber(queued)
-    local held = tonumber(redis.call('HGET', KEYS[7], domain) or '0')
+    local held = tonumber(call('HGET', KEYS[7], domain) or '0')
     if wanted ~= held then
-      local current = tonumber(redis.call('HGET', key, 'queued_messages') or '0')
+      local current = tonumber(call('HGET', key, 'queued_messages') or '0')
       local updated = current + wanted - held
       if updated < 0 then
         updated = 0
       end
-      redis.call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+      queued_delta = queued_delta + updated - current
+      call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
       stamped = true
       fields = fields + 1
-      if wanted == 0 then
-        redis.call('HDEL', KEYS[7], domain)
+      if updated > 0 then
+        queues[#queues + 1] = updated
+        queues[#queues + 1] = domain
       else
-        redis.call('HSET', KEYS[7], domain, queued)
+        call('ZREM', KEYS[14], domain)
+      end
+      if wanted == 0 then
+        call('HDEL', KEYS[7], domain)
+      else
+        call('HSET', KEYS[7], domain, queued)
       end
     end
   end
   if not stamped then
-    redis.call('HSET', key, 'last_active', stamp)
+    call('HSET', key, 'last_active', stamp)
   end
   fields = fields + 1
   scored[#scored + 1] = stamp
@@ -154,21 +208,38 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
 end
 flush_members()
 
-redis.call('HSET', KEYS[2], worker, ARGV[2])
-redis.call('ZADD', KEYS[3], stamp, worker)
-local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention, 'LIMIT', 0, 8)
-if #stale == 0 and redis.call('ZCARD', KEYS[3]) > cap then
-  stale = redis.call('ZRANGE', KEYS[3], 0, 7)
+-- the shard's totals and top lists, kept as pushes arrive (reads never scan)
+for f = 1, 9 do
+  if sums[f] ~= 0 then
+    call('HINCRBY', KEYS[11], NAMES[f], sums[f])
+  end
+end
+for bucket, count in pairs(buckets) do
+  call('HINCRBY', KEYS[11], 'h' .. bucket, count)
+end
+if queued_delta ~= 0 then
+  call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
+end
+add_top(KEYS[12], failing)
+add_top(KEYS[13], slow)
+add_top(KEYS[14], queues)
+
+call('HSET', KEYS[2], worker, given)
+call('HSET', KEYS[10], worker, given)
+call('ZADD', KEYS[3], stamp, worker)
+local stale = call('ZRANGEBYSCORE', KEYS[3], '-inf', now - retention, 'LIMIT', 0, 8)
+if #stale == 0 and call('ZCARD', KEYS[3]) > cap then
+  stale = call('ZRANGE', KEYS[3], 0, 7)
 end
 for _, old in ipairs(stale) do
   if old ~= worker then
-    redis.call('HDEL', KEYS[2], old)
-    redis.call('ZREM', KEYS[3], old)
+    call('HDEL', KEYS[2], old)
+    call('ZREM', KEYS[3], old)
   end
 end
-if redis.call('EXISTS', KEYS[7]) == 1 then
-  redis.call('ZADD', KEYS[6], now_ms + ttl, worker)
+if call('EXISTS', KEYS[7]) == 1 then
+  call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
-  redis.call('ZREM', KEYS[6], worker)
+  call('ZREM', KEYS[6], worker)
 end
-return {1, lease_absent, fields, ARGV[2], marker}
+return {1, lease_absent, fields, given, marker}

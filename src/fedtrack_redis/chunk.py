@@ -38,6 +38,8 @@ BUCKET_MASK = (1 << ROW_ID_SHIFT) - 1
 ACK_RETENTION_SECONDS = 86_400
 #: Most acks push.lua keeps per shard (the oldest beyond it are pruned, a few per call).
 ACK_CAP = 100_000
+#: Domains each of a shard's top lists keeps (failures, latency, queued).
+TOP_SIZE = 1_000
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Chunk:
                 *self.args,
                 identity,
                 str(ACK_CAP),
+                str(TOP_SIZE),
             )
             self.packed_for = (sha, identity)
         return self.wire
@@ -118,6 +121,13 @@ def seal(
         shard.changed,
         shard.leases,
         shard.lease(worker_id),
+        shard.flushing,
+        shard.snap,
+        shard.epoch_acks,
+        shard.totals,
+        shard.top_failures,
+        shard.top_latency,
+        shard.top_queued,
     ]
     lines: list[str] = []
     leased: list[str] = []

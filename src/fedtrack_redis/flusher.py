@@ -14,14 +14,13 @@ second) every Flusher, leader or standby:
   hydrator for the cluster, so a Redis that came back empty is refilled once), and when
   the interval has passed, flushes.
 
-A flush reads each shard's changed domains with ``flush_read.lua`` (one atomic snapshot
-of the domains' hashes and the shard's acks; a shard without its marker is skipped), then
-writes them as absolute values, with the acks, in ONE transaction whose first statement
-checks the fencing token. If anything fails the domains go back into the ``changed``
-sets (or stay in memory until Redis answers), and the flush is retried with a capped
-exponential backoff. The first flush after winning the lock is a full one (every domain
-of the activity index), which repairs a predecessor killed between its read and its
-commit.
+A flush closes every shard's flush epoch (`snapshot.EpochReader`: the domains changed
+in it and the acks applied in it, frozen at one instant, copy on write), then, in ONE
+transaction whose first statement checks the fencing token, reads each epoch in short
+pages and writes the rows as absolute values, with the acks. After the commit the
+epochs are freed. A flush that fails (Redis, the database, fenced out) leaves its epochs
+closing: the next flush, by this leader or the next, resumes them, the same snapshot, so
+nothing is lost, and a successor never needs a full flush.
 
 `flush_once()` works with or without `start()`: if this flusher is not the leader it
 tries to become it (the lock may be free), then flushes. Without `start()` nobody renews
@@ -35,7 +34,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import redis
 import sqlalchemy as sa
@@ -55,31 +53,20 @@ from .errors import (
     FencedOutError,
 )
 from .identity import IdentityGuard, database_id, is_identity
-from .keys import SHARDS, NamespaceKeys
+from .keys import NamespaceKeys, ShardKeys
 from .leases import reap_expired_leases
 from .metrics import FLUSH_ROWS, FLUSH_SECONDS, THREAD_ERRORS, track_mismatch
 from .policy.sync import PolicyRedis, reconcile_with_database
 from .redact import redact_url
 from .scripts import Scripts
+from .snapshot import EpochLostError, EpochReader
 from .store import migrate
 from .store import stats as store
-from .store.schema import COUNTER_COLUMNS
 
 log = logging.getLogger("fedtrack_redis.flusher")
 
 #: Seconds between ticks at most (identity checks, lease reaping, standby lock attempts).
 TICK = 1.0
-_COUNTERS_ARG = ",".join(COUNTER_COLUMNS)
-
-
-@dataclass
-class _Snapshot:
-    """One shard's share of a flush: the domains taken from Redis, their lines, the acks."""
-
-    shard: int
-    domains: list[str]
-    lines: list[str] = field(default_factory=list)
-    acks: list[tuple[int, str, int, int]] = field(default_factory=list)
 
 
 class Flusher:
@@ -112,6 +99,7 @@ class Flusher:
         self._engine: RedisEngine | None = None
         self._db: sa.Engine | None = None
         self._scripts: Scripts | None = None
+        self._epochs: EpochReader | None = None
         self._policy: PolicyRedis | None = None
         self._policy_lagging: list[int | None] = [None]
         self._election: Election | None = None
@@ -121,9 +109,6 @@ class Flusher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        #: Domains taken out of Redis's changed sets and not yet committed, per shard.
-        self._pending: dict[int, set[str]] = {}
-        self._full_term = 0
         self._fenced = False
         #: Why this flusher refuses to work (G11), or None.
         self.mismatch: str | None = None
@@ -203,7 +188,6 @@ class Flusher:
                         self._flush()
                     except Exception as exc:
                         log.warning("final flush failed (%s); the next leader writes it", exc)
-                        self._give_back()
             election.stop()
             election.release()
         if self._engine is not None:
@@ -280,6 +264,7 @@ class Flusher:
             self._engine = RedisEngine.open(self._redis_source)
             self._db = database_engine(self._database_source)
             self._scripts = Scripts(self._engine)
+            self._epochs = EpochReader(self._engine, self._scripts, self.keys)
             self._policy = PolicyRedis(self._engine, self.keys)
             self._election = Election(
                 self._engine, self.keys, self._db, ttl=self.lock_ttl, scripts=self._scripts
@@ -355,139 +340,62 @@ class Flusher:
         fence = election.fence
         if fence is None:
             return 0
-        assert self._db is not None
+        assert self._db is not None and self._epochs is not None
         started = time.perf_counter()
-        full = election.term != self._full_term
-        candidates = self._candidates(full)
+        epochs = self._epochs
+        shards = epochs.open(fence)
+        if not shards:
+            return 0
         if self._hook is not None:
             self._hook("before_transaction")
-        snapshots: list[_Snapshot] = []
+        seen_at = self._server_time()
         try:
             with self._db.begin() as connection:
                 store.set_timeouts(connection, self.lock_ttl / 2)
                 store.check_fence(connection, fence)  # holds the token row until commit
-                rows = self._copy(connection, candidates, snapshots)
+                rows = self._copy(connection, shards)
                 if self._hook is not None:
                     self._hook("after_read")
-                store.upsert_acks(connection, [ack for snap in snapshots for ack in snap.acks])
-                store.prune_acks(connection, self._server_time() - ACK_RETENTION_SECONDS)
+                store.upsert_acks(
+                    connection, [ack for shard in shards for ack in epochs.acks(shard, seen_at)]
+                )
+                store.prune_acks(connection, seen_at - ACK_RETENTION_SECONDS)
                 if self._hook is not None:
                     self._hook("before_commit")
         except FencedOutError as exc:
-            self._give_back()
             self._fenced = True
             log.warning("flush refused, nothing written: %s", exc)
             election.drop(str(exc))
             return 0
-        except BaseException:
-            self._give_back()
-            raise
-        for snap in snapshots:
-            self._pending.pop(snap.shard, None)
-        if full:
-            self._full_term = election.term
+        except EpochLostError as exc:
+            log.warning("flush abandoned, nothing written: %s", exc)
+            return 0
+        ended = epochs.end(shards, fence)
+        if ended < len(shards):
+            log.warning("a newer leader owns %d epoch(s) now", len(shards) - ended)
         duration = time.perf_counter() - started
         FLUSH_SECONDS.observe(duration)
         FLUSH_ROWS.inc(rows)
-        log.info(
-            "flushed %d rows%s in %.3f s (fencing token %d)",
-            rows,
-            " (full)" if full else "",
-            duration,
-            fence,
-        )
+        log.info("flushed %d rows in %.3f s (fencing token %d)", rows, duration, fence)
         return rows
 
-    def _candidates(self, full: bool) -> dict[int, set[str]]:
-        """Per shard: its changed domains (all active ones if `full`) and those we owe."""
-        assert self._engine is not None
-
-        def build(pipe: object, shard: object) -> None:
-            pipe.smembers(shard.changed)  # type: ignore[attr-defined]
-            if full:
-                pipe.zrange(shard.active, 0, -1)  # type: ignore[attr-defined]
-
-        replies = self._engine.per_shard(self.keys.shards, build)
-        candidates: dict[int, set[str]] = {}
-        for index in range(SHARDS):
-            domains: set[str] = set(replies[index][0])
-            if full:
-                domains.update(replies[index][1])
-            domains |= self._pending.get(index, set())
-            if domains:
-                candidates[index] = domains
-        return candidates
-
-    def _copy(
-        self,
-        connection: sa.Connection,
-        candidates: dict[int, set[str]],
-        snapshots: list[_Snapshot],
-    ) -> int:
-        """Read each shard's snapshot and write it; PostgreSQL writes one shard while the
-        next is read from Redis. Returns the rows written; fills `snapshots`."""
+    def _copy(self, connection: sa.Connection, shards: list[ShardKeys]) -> int:
+        """Write each shard's epoch; PostgreSQL writes one page while the next is read from
+        Redis. Returns the rows written."""
+        assert self._epochs is not None
         writer = store.StatsWriter(connection)
         try:
-            for index, domains in candidates.items():
-                snapshot = self._read_shard(index, domains)
-                if snapshot is not None:
-                    snapshots.append(snapshot)
-                    writer.put(snapshot.lines)
+            for shard in shards:
+                for lines in self._epochs.lines(shard):
+                    writer.put(lines)
         except BaseException:
             writer.abort()
             raise
         return writer.finish()
 
-    def _read_shard(self, index: int, candidates: set[str]) -> _Snapshot | None:
-        shard = self.keys.shards[index]
-        assert self._scripts is not None
-        domains = sorted(candidates)
-        prefix = len(shard.domain(""))
-        while True:
-            # Owed from now on: the call may take them out of Redis and still fail (not
-            # replicated, connection lost); giving back a domain not taken is harmless.
-            self._pending.setdefault(index, set()).update(domains)
-            # With wait_replicas=N the snapshot counts only once N replicas hold it (the
-            # script's own write, DEL changed, makes WAIT cover everything it read), so
-            # PostgreSQL is never ahead of a replica that a failover may promote (G10).
-            reply = self._scripts.run_confirmed(
-                "flush_read",
-                [shard.changed, shard.hydrated, shard.acks, shard.ack_seen]
-                + [shard.domain(domain) for domain in domains],
-                [_COUNTERS_ARG, prefix],
-            )
-            code = int(reply[0])
-            if code == 0:  # not hydrated (yet): nothing taken
-                return None
-            if code == 1:  # more changed domains than we knew of: take them too
-                domains = sorted(candidates.union(reply[1:], domains))
-                continue
-            flat = str(reply[1]).split(",") if reply[1] else []
-            acks = [
-                (index, flat[i], int(flat[i + 1]), int(float(flat[i + 2])))
-                for i in range(0, len(flat), 3)
-            ]
-            lines = str(reply[2]).split("\n") if reply[2] else []
-            return _Snapshot(index, domains, lines, acks)
-
     def _server_time(self) -> int:
         assert self._engine is not None
         return int(self._engine.node_for(self.keys.flusher_lock).time()[0])
-
-    def _give_back(self) -> None:
-        """Put domains taken but not committed back into the changed sets (or keep them)."""
-        if not self._pending or self._engine is None:
-            return
-        owed = [self.keys.shards[index] for index in self._pending]
-        try:
-            self._engine.per_shard(
-                owed,
-                lambda pipe, shard: pipe.sadd(shard.changed, *self._pending[shard.shard]),
-            )
-        except redis.RedisError as exc:
-            log.warning("could not return changed domains to Redis (%s); kept in memory", exc)
-            return
-        self._pending.clear()
 
 
 def _describe(exc: BaseException) -> str:

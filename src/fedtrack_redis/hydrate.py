@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import redis
 import sqlalchemy as sa
 
+from .chunk import TOP_SIZE
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, FedtrackError
 from .identity import IdentityGuard, read_database_id
@@ -232,7 +233,16 @@ def apply_chunk(
     """Run ``hydrate.lua`` for chunk `index` of `plan`; return its status code."""
     chunk = plan.chunks[index]
     last = index == len(plan.chunks) - 1
-    fixed = [shard.hydrated, shard.hydrating, shard.active, shard.acks, shard.ack_seen]
+    fixed = [
+        shard.hydrated,
+        shard.hydrating,
+        shard.active,
+        shard.acks,
+        shard.ack_seen,
+        shard.totals,
+        shard.top_failures,
+        shard.top_latency,
+    ]
     domain_keys = [shard.domain(line[: line.index("\t")]) for line in chunk]
     args: list[str | int | float] = [
         index,
@@ -244,6 +254,7 @@ def apply_chunk(
         _RESTORED,
         "\n".join(chunk),
         identity,
+        TOP_SIZE,
     ]
     return int(runner.run("hydrate", fixed + domain_keys, args))
 

@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 
 #: Version of the key layout below. The shard count is part of it: changing `SHARDS`
 #: moves domains between shards and needs a new schema version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Number of shards per namespace (fixed by the schema version).
 SHARDS = 16
 PREFIX = "fedtrack"
@@ -78,8 +78,55 @@ class ShardKeys:
 
     @cached_property
     def changed(self) -> str:
-        """Set: domains changed since the flusher last took them."""
+        """Set: domains changed in the current flush epoch."""
         return f"{self.base}:changed"
+
+    @cached_property
+    def flushing(self) -> str:
+        """Set: the closing flush epoch's domains not yet copied into `snap` (the old
+        `changed`, renamed when the flusher closed the epoch)."""
+        return f"{self.base}:flushing"
+
+    @cached_property
+    def snap(self) -> str:
+        """Hash: domain → its hash as at the closing epoch's start (copied on first write)."""
+        return f"{self.base}:snap"
+
+    @cached_property
+    def epoch_acks(self) -> str:
+        """Hash: worker id → last seq applied in the current flush epoch."""
+        return f"{self.base}:epochacks"
+
+    @cached_property
+    def flush_acks(self) -> str:
+        """Hash: worker id → last seq applied in the closing epoch (renamed `epoch_acks`)."""
+        return f"{self.base}:flushacks"
+
+    @cached_property
+    def flush_state(self) -> str:
+        """Hash: ``fence`` (the token of the flusher that owns the closing epoch), ``at``;
+        present exactly while an epoch is closing."""
+        return f"{self.base}:flushstate"
+
+    @cached_property
+    def totals(self) -> str:
+        """Hash: the shard's sums of every counter and histogram bucket (kept by pushes)."""
+        return f"{self.base}:totals"
+
+    @cached_property
+    def top_failures(self) -> str:
+        """Sorted set: domain → failures, the shard's most failing domains (bounded)."""
+        return f"{self.base}:top:failures"
+
+    @cached_property
+    def top_latency(self) -> str:
+        """Sorted set: domain → mean latency (ms), the shard's slowest domains (bounded)."""
+        return f"{self.base}:top:latency"
+
+    @cached_property
+    def top_queued(self) -> str:
+        """Sorted set: domain → queued messages, the shard's largest backlogs (bounded)."""
+        return f"{self.base}:top:queued"
 
     @cached_property
     def hydrated(self) -> str:
@@ -120,6 +167,15 @@ class ShardKeys:
             self.acks,
             self.ack_seen,
             self.leases,
+            self.flushing,
+            self.snap,
+            self.epoch_acks,
+            self.flush_acks,
+            self.flush_state,
+            self.totals,
+            self.top_failures,
+            self.top_latency,
+            self.top_queued,
         )
 
 

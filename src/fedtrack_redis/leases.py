@@ -81,7 +81,15 @@ def _release(engine: RedisEngine, runner: Scripts, shard: ShardKeys, worker: str
         outcome = int(
             runner.run(
                 "lease_release",
-                [shard.leases, shard.lease(worker), shard.changed]
+                [
+                    shard.leases,
+                    shard.lease(worker),
+                    shard.changed,
+                    shard.flushing,
+                    shard.snap,
+                    shard.totals,
+                    shard.top_queued,
+                ]
                 + [shard.domain(domain) for domain in domains],
                 [worker, *domains],
             )

@@ -1,7 +1,11 @@
 """Cluster-wide reads of the per-domain stats in Redis, for the tracker, the CLI and the API.
 
-Domains are listed from the per-shard activity indexes (never ``KEYS``/``SCAN``), merged
-most recent first, and their hashes fetched in pipelined pages.
+Domains are listed from the per-shard indexes (never ``KEYS``/``SCAN``) and their hashes
+fetched in pipelined pages, one pipeline per node. Pages and the cluster's totals cost the
+same at a million domains as at a hundred: `page` merges the top of each shard's index
+(activity, or the bounded top lists of failures, latency and backlog that push.lua keeps),
+and `totals` adds up the 16 per-shard totals hashes. Only `read_all` (the tracker's
+`get_all`, for small namespaces and tests) reads every domain.
 """
 
 from __future__ import annotations
@@ -9,13 +13,16 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis
+import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
+from .chunk import TOP_SIZE
+from .connections import database_engine
 from .domain import normalize_domain
 from .engine import RedisEngine
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, ConfigurationError
 from .keys import NamespaceKeys, ShardKeys
-from .stats import ServerStat
+from .stats import HASH_FIELDS, ServerStat
 
 #: Hashes fetched per pipeline round trip.
 READ_PAGE = 1000
@@ -88,17 +95,141 @@ def count_domains(engine: RedisEngine | redis.Redis, keys: NamespaceKeys) -> int
         raise BackendUnavailableError(f"counting domains: {exc}") from exc
 
 
+#: Sort orders of `page` and the index each reads.
+INDEXES = {
+    "activity": "active",
+    "failures": "top_failures",
+    "latency": "top_latency",
+    "queued": "top_queued",
+}
+#: Deepest page (offset + limit) of an order read from a bounded top list.
+TOP_DEPTH = TOP_SIZE
+#: Deepest page of the activity order (its cost grows with the depth).
+ACTIVITY_DEPTH = 10_000
+#: Matches of a name search counted at most.
+SEARCH_CAP = 10_000
+
+
+def top(
+    engine: RedisEngine, keys: NamespaceKeys, order: str, depth: int
+) -> list[tuple[str, float, ShardKeys]]:
+    """The `depth` first (domain, score, shard) of an order, merged across shards."""
+    index = INDEXES[order]
+    replies = engine.per_shard(
+        keys.shards,
+        lambda pipe, shard: pipe.zrevrange(getattr(shard, index), 0, depth - 1, withscores=True),
+    )
+    merged = [
+        (str(domain), float(score), shard)
+        for shard, (members,) in zip(keys.shards, replies, strict=True)
+        for domain, score in members
+    ]
+    merged.sort(key=lambda entry: (-entry[1], entry[0]))
+    return merged[:depth]
+
+
+def page(
+    engine: RedisEngine | redis.Redis,
+    keys: NamespaceKeys,
+    order: str = "activity",
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[ServerStat], int]:
+    """One page of domains in `order` and how many domains the order holds.
+
+    Raises `ValueError` for an unknown order or a page deeper than the order's index
+    keeps (`TOP_DEPTH` for failures, latency and queued; `ACTIVITY_DEPTH` for activity).
+    """
+    engine = RedisEngine.wrap(engine)
+    if order not in INDEXES:
+        raise ValueError(f"unknown order {order!r}: expected one of {', '.join(INDEXES)}")
+    deepest = ACTIVITY_DEPTH if order == "activity" else TOP_DEPTH
+    if offset + limit > deepest:
+        raise ValueError(
+            f"a page by {order} reaches {deepest:,} domains at most (offset + limit);"
+            " filter by name, or page by activity"
+        )
+    try:
+        entries = top(engine, keys, order, offset + limit)[offset:]
+        stats = read_hashes(engine, [(domain, shard) for domain, _score, shard in entries])
+        index = INDEXES[order]
+        sizes = engine.per_shard(keys.shards, lambda pipe, s: pipe.zcard(getattr(s, index)))
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the stats: {exc}") from exc
+    return stats, sum(int(size[0]) for size in sizes)
+
+
+def totals(engine: RedisEngine | redis.Redis, keys: NamespaceKeys) -> dict[str, int]:
+    """The cluster's sums of every counter and histogram bucket, and ``domains``: 32
+    constant-time reads whatever the number of domains."""
+    engine = RedisEngine.wrap(engine)
+    try:
+        replies = engine.per_shard(
+            keys.shards, lambda pipe, shard: (pipe.hgetall(shard.totals), pipe.zcard(shard.active))
+        )
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the totals: {exc}") from exc
+    summed: dict[str, int] = {name: 0 for name in HASH_FIELDS if name != "last_active"}
+    summed["domains"] = 0
+    for fields, size in replies:
+        summed["domains"] += int(size)
+        for name, value in fields.items():
+            summed[name] = summed.get(name, 0) + int(value)
+    return summed
+
+
 class StatsReader:
     """Read-only access to a namespace's stats, for dashboards and operator tools."""
 
     def __init__(
-        self, redis: str | redis.Redis | RedisCluster, *, namespace: str = "default"
+        self,
+        redis: str | redis.Redis | RedisCluster,
+        *,
+        namespace: str = "default",
+        database: str | sa.Engine | None = None,
     ) -> None:
         self.keys = NamespaceKeys(namespace)
         self.engine = RedisEngine.open(redis)
+        self._database_source = database
+        self._database: sa.Engine | None = None
 
     def get_all(self, limit: int | None = None) -> list[ServerStat]:
         return read_all(self.engine, self.keys, limit)
+
+    def page(
+        self, order: str = "activity", limit: int = 100, offset: int = 0
+    ) -> tuple[list[ServerStat], int]:
+        """See `page`: one page of domains in `order`, and the order's size."""
+        return page(self.engine, self.keys, order, limit, offset)
+
+    def totals(self) -> dict[str, int]:
+        """See `totals`."""
+        return totals(self.engine, self.keys)
+
+    def search(
+        self, text: str, limit: int, offset: int = 0, *, cap: int = SEARCH_CAP
+    ) -> tuple[list[str], int]:
+        """Domains by name from the database's copy (`store.search`): the page of names,
+        and how many match (at most `cap`). Needs the reader's ``database``."""
+        from .store import search
+
+        if self._database_source is None:
+            raise ConfigurationError("searching names needs the database (FEDTRACK_DATABASE_URL)")
+        if self._database is None:
+            self._database = database_engine(self._database_source, pooled=False)
+        try:
+            names = search.find_domains(self._database, text, limit, offset)
+            return names, search.count_domains(self._database, text, cap)
+        except sa.exc.DBAPIError as exc:
+            raise BackendUnavailableError(f"searching names ({type(exc.orig).__name__})") from exc
+
+    def named(self, domains: list[str]) -> list[ServerStat]:
+        """The stats of these (normalized) domains, in order; unknown ones left out."""
+        pairs = [(domain, self.keys.shard_for(domain)) for domain in domains]
+        try:
+            return read_hashes(self.engine, pairs)
+        except redis.RedisError as exc:
+            raise BackendUnavailableError(f"reading the stats: {exc}") from exc
 
     def get(self, domain: str) -> ServerStat | None:
         return read_one(self.engine, self.keys, domain)
@@ -115,3 +246,5 @@ class StatsReader:
 
     def close(self) -> None:
         self.engine.close()
+        if self._database is not None and not isinstance(self._database_source, sa.Engine):
+            self._database.dispose()

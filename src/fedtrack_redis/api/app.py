@@ -58,7 +58,9 @@ def create_app(
                 database_id=settings.database_id,
             )
             store = await run_in_threadpool(opened.init)
-        reader = stats or StatsReader(settings.redis_url, namespace=settings.namespace)
+        reader = stats or StatsReader(
+            settings.redis_url, namespace=settings.namespace, database=settings.database_url
+        )
         app.state.policy, app.state.stats = store, reader
         collector = ClusterCollector(store, reader)
         registry.register(collector)

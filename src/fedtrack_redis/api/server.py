@@ -25,7 +25,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8025) -> N
         namespace=settings.namespace,
         database_id=settings.database_id,
     )
-    stats = StatsReader(settings.redis_url, namespace=settings.namespace)
+    stats = StatsReader(
+        settings.redis_url, namespace=settings.namespace, database=settings.database_url
+    )
     try:
         policy.init()
         app = create_app(settings, policy=policy, stats=stats)

@@ -26,16 +26,12 @@ class CliContext:
 
         from ..engine import RedisEngine
         from ..errors import BackendUnavailableError
-        from ..redact import redact_url
 
         engine = RedisEngine.open(self.settings.redis_url)
         try:
             engine.client.ping()
         except redis.RedisError as exc:
-            raise BackendUnavailableError(
-                f"Redis at {redact_url(self.settings.redis_url)} does not answer"
-                f" ({type(exc).__name__})"
-            ) from None
+            raise BackendUnavailableError("Redis does not answer") from exc
         finally:
             engine.close()
 

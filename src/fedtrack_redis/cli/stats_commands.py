@@ -7,37 +7,26 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ..anomalies import failure_ratio, failures, find_anomalies
+from ..anomalies import failure_ratio, indexed_anomalies
 from ..errors import FedtrackError
-from ..stats import ServerStat
 from .context import current
 from .output import emit_json, say, table, timestamp
 
-SORTS = {
-    "activity": lambda s: (-s.last_active, s.domain),
-    "failures": lambda s: (-failures(s), -failure_ratio(s), s.domain),
-    "latency": lambda s: (-s.p95_ms, -s.mean_latency_ms, s.domain),
-    "queued": lambda s: (-s.queued_messages, s.domain),
-}
-
-
-def _stats() -> list[ServerStat]:
-    return current().stats().get_all()
+SORTS = ("activity", "failures", "latency", "queued")
 
 
 @click.command("stats")
 @click.option("--sort", type=click.Choice(sorted(SORTS)), default="activity", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats_command(sort: str, limit: int, as_json: bool) -> None:
-    """Per-domain delivery diagnostics, cluster-wide (read from Redis)."""
-    stats = sorted(_stats(), key=SORTS[sort])
-    shown = stats[:limit]
+    """Per-domain delivery diagnostics, cluster-wide (read from Redis's indexes)."""
+    shown, total = current().stats().page(sort, limit)
     if as_json:
-        emit_json({"servers": [s.to_dict() for s in shown], "total": len(stats)})
+        emit_json({"servers": [s.to_dict() for s in shown], "total": total})
         return
     table(
-        f"{len(shown)} of {len(stats)} domains by {sort}",
+        f"{len(shown)} of {total} domains by {sort}",
         [
             "domain",
             "queued",
@@ -114,13 +103,14 @@ def status_command(as_json: bool) -> None:
     """The engine and its replicas, the namespace's database identity, and traffic
     anomalies: failing domains, slow domains, queued backlog."""
     plumbing = _plumbing()
-    stats = _stats()
-    anomalies = find_anomalies(stats)
+    reader = current().stats()
+    sums = reader.totals()
+    anomalies = indexed_anomalies(reader.engine, reader.keys, sums)
     totals = {
-        "domains": len(stats),
-        "queued_messages": sum(s.queued_messages for s in stats),
-        "failures": sum(failures(s) for s in stats),
-        "successful_deliveries": sum(s.successful_deliveries for s in stats),
+        "domains": sums["domains"],
+        "queued_messages": sums["queued_messages"],
+        "failures": sums["failed_http"] + sums["failed_https"] + sums["failed_smtp"],
+        "successful_deliveries": sums["successful_deliveries"],
     }
     if as_json:
         emit_json(

@@ -140,13 +140,12 @@ def _run_cluster(
 
 
 def _summary(stream: TextIO, reader: StatsReader, leader: bool) -> None:
-    stats = reader.get_all()
-    deliveries = sum(s.successful_deliveries for s in stats)
-    failures = sum(s.failed_http + s.failed_https + s.failed_smtp for s in stats)
-    queued = sum(s.queued_messages for s in stats)
+    sums = reader.totals()
+    failures = sums["failed_http"] + sums["failed_https"] + sums["failed_smtp"]
     line = (
-        f"\r{len(stats)} domains · {deliveries} deliveries · {failures} failures ·"
-        f" {queued} queued · flusher {'leading' if leader else 'standing by'}   "
+        f"\r{sums['domains']} domains · {sums['successful_deliveries']} deliveries ·"
+        f" {failures} failures · {sums['queued_messages']} queued ·"
+        f" flusher {'leading' if leader else 'standing by'}   "
     )
     stream.write(line)
     stream.flush()

@@ -8,8 +8,8 @@ tab-separated, in `LINE_COLUMNS` order::
 ``last_active`` is unix seconds (``\\N`` when unknown) and ``latency_histogram`` is the
 column's own format: comma-separated ``bucket:count`` pairs in increasing bucket order,
 zero counts left out (``"0:3,17:12,40:1"``; empty when there are none). A stats line is
-exactly a row of PostgreSQL's ``COPY … (FORMAT text)``: ``flush_read.lua`` builds them
-from the Redis hashes, the flusher COPYs them into a staging table, and the hydrator
+exactly a row of PostgreSQL's ``COPY … (FORMAT text)``: the flusher builds them from the
+Redis hashes (`line_from_hash`), COPYs them into a staging table, and the hydrator
 reads them back with ``COPY (SELECT …) TO STDOUT``. Domains, integers and histograms
 never contain a tab, a newline or a backslash, so no escaping is needed.
 
@@ -89,6 +89,31 @@ def parse_line(line: str) -> dict[str, Any]:
     )
     row["latency_histogram"] = parts[-1]
     return row
+
+
+_COLUMN_INDEX = {name: index for index, name in enumerate(COUNTER_COLUMNS)}
+
+
+def line_from_hash(domain: str, fields: str) -> str:
+    """The stats line of a domain hash given as ``HGETALL`` joined by tabs (fields other
+    than the counters, ``last_active`` and ``h<bucket>`` are ignored)."""
+    parts = fields.split("\t")
+    counters = ["0"] * len(COUNTER_COLUMNS)
+    last_active = NULL
+    histogram: list[tuple[int, str]] = []
+    index = _COLUMN_INDEX
+    for name, value in zip(parts[0::2], parts[1::2], strict=False):
+        column = index.get(name)
+        if column is not None:
+            counters[column] = value
+        elif name == "last_active":
+            if value != "0":
+                last_active = value
+        elif name[:1] == "h" and name[1:].isdigit() and value != "0":
+            histogram.append((int(name[1:]), value))
+    histogram.sort()
+    buckets = ",".join(f"{bucket}:{count}" for bucket, count in histogram)
+    return f"{domain}\t{chr(9).join(counters)}\t{last_active}\t{buckets}"
 
 
 def format_line(row: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ from .scripts import Scripts
 from .store.stats import line_from_hash
 
 #: Domains per ``flush_page.lua`` call (well under a millisecond of Redis time each).
-PAGE = 500
+PAGE = 250
 
 # flush_begin.lua
 NOT_HYDRATED, OPENED, RESUMED, NOTHING = 0, 1, 2, 3

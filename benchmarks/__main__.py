@@ -24,7 +24,13 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import bench_cluster, bench_flusher, bench_propagation, bench_tracker
+from benchmarks import (
+    bench_cluster,
+    bench_flusher,
+    bench_propagation,
+    bench_size,
+    bench_tracker,
+)
 from benchmarks.common import Env, bench_env, machine_facts
 from benchmarks.report import Report, summary_table
 
@@ -59,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(SECTIONS),
         help="run only these sections (repeatable); the report then holds only them",
     )
+    parser.add_argument(
+        "--size",
+        type=int,
+        metavar="N",
+        help="instead, the size run: 10,000 domains, then x10 up to N (e.g. 1000000);"
+        " writes benchmarks/size/ unless --output",
+    )
     options = parser.parse_args(argv)
+    if options.size:
+        return size_run(options)
     # Only a full run of every section publishes (benchmarks/RESULTS.md).
     partial = options.quick or options.only
     output: Path = options.output or (
@@ -103,6 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in report.errors.items():
         print(f"ERROR in {name}: {error}")
     return 1 if failed or report.errors else 0
+
+
+def size_run(options: argparse.Namespace) -> int:
+    """The separate, longer run of `bench_size` (a million domains take minutes)."""
+    sizes: list[int] = []
+    count = 10_000
+    while count <= options.size:
+        sizes.append(count)
+        count *= 10
+    output: Path = options.output or HERE / "size"
+    report = Report(False)
+    with bench_env(False, options.redis_url) as env:
+        report.meta.update(machine_facts(env))
+        try:
+            bench_size.run(env, report, tuple(sizes))
+        except Exception as exc:
+            traceback.print_exc()
+            report.errors["size"] = f"{type(exc).__name__}: {exc}"
+    written = report.write(output)
+    print("\n".join(summary_table(report)))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 1 if report.failed_checks or report.errors else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,222 @@
+"""Size (the installation to build for: a million domains): what grows with the number of
+domains and what must not.
+
+For each size (10,000, 100,000 and, with ``--size 1000000``, a million domains of typical
+rows, pushed by a real tracker) on a throwaway Redis that logs every call over 10 ms:
+
+* flush of every domain changed, and hydrate of every domain after Redis lost them:
+  linear, ≤ 8 s at a million (≤ 1 s at 100,000); baselines: COPY + UPSERT alone, and
+  pipelined HSET of the same hashes;
+* a page (``/servers?limit=50``, by activity and by failures), the status (totals and
+  anomalies), and a name filter: p99 ≤ 50 ms, ≤ 50 ms, ≤ 300 ms at a million, flat;
+  baseline: the old way, reading every domain (measured up to 100,000 domains);
+* Redis memory per domain (≤ 450 B typical at a million, ≤ 512 B at 100,000);
+* the SLOWLOG: no call over 10 ms through all of it.
+
+    .venv/bin/python -m benchmarks --size 1000000    # writes benchmarks/size/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from benchmarks.common import Env, percentile, scratch_database
+from benchmarks.report import Report
+
+SECTION = "size"
+TARGETS = {  # at a million domains; 100,000 keeps the §5 ones
+    "flush_s": 8.0,
+    "hydrate_s": 8.0,
+    "page_p99_ms": 50.0,
+    "status_p99_ms": 50.0,
+    "search_p99_ms": 300.0,
+    "bytes_per_domain": 450.0,
+}
+READS = 40
+
+
+def populate(url: str, namespace: str, count: int) -> None:
+    """`count` domains of typical rows, pushed through a real tracker."""
+    from fedtrack_redis import FederationTracker
+
+    tracker = FederationTracker(url, namespace=namespace, push_interval=3600)
+    try:
+        for index in range(count):
+            domain = f"mail{index}.host{index % 9973}.example{index % 13}.org"
+            tracker.record_success(domain, 20 + index % 700, "HTTPS")
+            tracker.record_success(domain, 5 + index % 40)
+            if index % 11 == 0:
+                tracker.record_failure(domain, "SMTP")
+            if index % 50_000 == 49_999:
+                tracker.push(timeout=600)
+        tracker.push(timeout=600)
+    finally:
+        tracker.close(timeout=60)
+
+
+def timed_p99(action: Callable[[], object], rounds: int = READS) -> float:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return percentile(samples, 99)
+
+
+def slow_calls(client: redis.Redis) -> list[dict[str, Any]]:
+    return list(client.slowlog_get(1000))
+
+
+def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[str, float]:
+    from fedtrack_redis import Flusher
+    from fedtrack_redis.anomalies import indexed_anomalies
+    from fedtrack_redis.hydrate import clear_namespace
+    from fedtrack_redis.keys import NamespaceKeys
+    from fedtrack_redis.reads import StatsReader, read_all
+
+    namespace = env.namespace()
+    keys = NamespaceKeys(namespace)
+    figures: dict[str, float] = {"domains": count}
+    with scratch_database(env.admin_url) as database:
+        flusher = Flusher(env.redis_url, database, namespace=namespace, interval=3600)
+        reader = StatsReader(env.redis_url, namespace=namespace, database=database)
+        try:
+            flusher.flush_once()  # leads, hydrates the new namespace
+            before = int(client.info("memory")["used_memory"])
+            started = time.perf_counter()
+            populate(env.redis_url, namespace, count)
+            figures["push_s"] = time.perf_counter() - started
+            client.slowlog_reset()
+            started = time.perf_counter()
+            rows = flusher.flush_once()
+            figures["flush_s"] = time.perf_counter() - started
+            report.check(
+                SECTION, f"flush wrote every domain ({count:,})", rows == count, f"{rows:,}"
+            )
+            figures["bytes_per_domain"] = (
+                int(client.info("memory")["used_memory"]) - before
+            ) / count
+            engine = reader.engine
+            figures["page_p99_ms"] = timed_p99(lambda: reader.page("activity", 50))
+            figures["page_failures_p99_ms"] = timed_p99(lambda: reader.page("failures", 50))
+
+            def status() -> None:
+                sums = reader.totals()
+                indexed_anomalies(engine, keys, sums)
+
+            figures["status_p99_ms"] = timed_p99(status)
+            figures["search_p99_ms"] = timed_p99(
+                lambda: reader.named(reader.search("mail1", 10_000)[0])
+            )
+            figures["search_suffix_p99_ms"] = timed_p99(
+                lambda: reader.named(reader.search("host77.example12.org", 10_000)[0])
+            )
+            if count <= 100_000:  # the old way: read every domain
+                figures["full_scan_ms"] = timed_p99(lambda: read_all(engine, keys), rounds=3)
+            slow = slow_calls(client)
+            clear_namespace(engine, keys)
+            started = time.perf_counter()
+            flusher.flush_once()  # the leader hydrates the lost shards first
+            figures["hydrate_s"] = time.perf_counter() - started
+            restored = reader.totals()["domains"]
+            report.check(
+                SECTION,
+                f"hydrate restored every domain ({count:,})",
+                restored == count,
+                f"{restored:,}",
+            )
+            slow += slow_calls(client)
+            figures["slow_calls"] = len(slow)
+            figures["slowest_ms"] = max((e["duration"] / 1000 for e in slow), default=0.0)
+        finally:
+            flusher.stop()
+            clear_namespace(reader.engine, keys)  # free the memory for the next size
+            reader.close()
+    return figures
+
+
+def run(env: Env, report: Report, sizes: tuple[int, ...] = (10_000, 100_000)) -> None:
+    client = redis.Redis.from_url(env.redis_url)
+    client.config_set("slowlog-log-slower-than", 10_000)
+    results = []
+    try:
+        for count in sizes:
+            print(f"  size: {count:,} domains", flush=True)
+            results.append(measure(env, report, count, client))
+    finally:
+        client.close()
+    report.series["size"] = results
+    largest = results[-1]
+    million = largest["domains"] >= 1_000_000
+    scale = f"{largest['domains']:,.0f} domains"
+
+    def bound(name: str, hundred_k: float) -> tuple[str, float]:
+        return ("<=", TARGETS[name] if million else hundred_k)
+
+    flat = ", ".join(f"{r['domains']:,.0f}: {r['page_p99_ms']:.1f} ms" for r in results)
+    scan = next((r["full_scan_ms"] for r in reversed(results) if "full_scan_ms" in r), None)
+    baseline = f"reading every domain at 100,000: {scan:,.0f} ms" if scan else ""
+    report.figure(
+        SECTION,
+        f"/servers?limit=50 p99, {scale}",
+        largest["page_p99_ms"],
+        "ms",
+        target=bound("page_p99_ms", 50.0),
+        baseline=baseline,
+        note=f"by size: {flat}",
+    )
+    report.figure(
+        SECTION,
+        f"/status p99 (totals + anomalies), {scale}",
+        largest["status_p99_ms"],
+        "ms",
+        target=bound("status_p99_ms", 50.0),
+        baseline=baseline,
+    )
+    report.figure(
+        SECTION,
+        f"name filter (prefix) p99, {scale}",
+        largest["search_p99_ms"],
+        "ms",
+        target=bound("search_p99_ms", 300.0),
+    )
+    report.figure(
+        SECTION,
+        f"name filter (label suffix) p99, {scale}",
+        largest["search_suffix_p99_ms"],
+        "ms",
+        target=bound("search_p99_ms", 300.0),
+    )
+    report.figure(
+        SECTION,
+        f"flush of every domain changed, {scale}",
+        largest["flush_s"],
+        "s",
+        target=bound("flush_s", 1.0 * largest["domains"] / 100_000),
+    )
+    report.figure(
+        SECTION,
+        f"hydrate of every domain, {scale}",
+        largest["hydrate_s"],
+        "s",
+        target=bound("hydrate_s", 1.0 * largest["domains"] / 100_000),
+    )
+    report.figure(
+        SECTION,
+        f"Redis memory per domain (typical rows), {scale}",
+        largest["bytes_per_domain"],
+        "B",
+        target=bound("bytes_per_domain", 512.0),
+    )
+    report.figure(
+        SECTION,
+        f"Redis calls over 10 ms (SLOWLOG), {scale}",
+        largest["slow_calls"],
+        "",
+        target=("<=", 0),
+        baseline=f"slowest {largest['slowest_ms']:.1f} ms",
+    )

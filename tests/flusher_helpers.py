@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from fedtrack_redis import scripts
 from fedtrack_redis.batch import NOT_QUEUED
-from fedtrack_redis.chunk import ACK_CAP, TOP_SIZE, seal
+from fedtrack_redis.chunk import ACK_CAP, seal
 from fedtrack_redis.connections import database_engine
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.keys import NamespaceKeys, shard_of
@@ -83,7 +83,7 @@ def push(
     outcome: dict[int, int] = {}
     for shard, rows in per_shard.items():
         chunk = seal(keys.shards[shard], seq, worker, 30_000, 86_400, rows)
-        reply = script(keys=list(chunk.keys), args=[*chunk.args, "", ACK_CAP, TOP_SIZE])
+        reply = script(keys=list(chunk.keys), args=[*chunk.args, "", ACK_CAP])
         outcome[shard] = {1: 1, 2: 0, 0: -1}[int(reply[0])]
     return outcome
 

@@ -238,16 +238,8 @@ def test_seal_encodes_one_line_per_domain() -> None:
         shard.leases,
         shard.lease("worker-1"),
     )
-    assert chunk.keys[7:14] == (
-        shard.flushing,
-        shard.snap,
-        shard.epoch_acks,
-        shard.totals,
-        shard.top_failures,
-        shard.top_latency,
-        shard.top_queued,
-    )
-    assert chunk.keys[14:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
+    assert chunk.keys[11:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [
         "a.example||1,0,0,2,0,0,3,1,11|5:2",
@@ -295,7 +287,7 @@ def push(script_client: redis.Redis, namespace: str) -> Push:
         full: bool = False,
     ) -> list[Any]:
         chunk: Chunk = seal(shard, seq, worker, 30_000, retention, rows)
-        reply = script(keys=list(chunk.keys), args=[*chunk.args, identity, cap, 1000])
+        reply = script(keys=list(chunk.keys), args=[*chunk.args, identity, cap])
         if full:
             return list(reply)
         return [int(v) for v in reply[:3]]
@@ -386,7 +378,7 @@ def test_push_refuses_a_malformed_chunk_whole(
     good = seal(shard0, 1, "w1", 30_000, 600, [("a.example", row(1, 5))])
     bad_line = good.args[4] + "\nB.EXAMPLE|x||"
     keys = [*good.keys, shard0.domain("b.example")]
-    tail = ["", 100, 1000]  # expected identity, ack cap, top list size
+    tail = ["", 100]  # expected identity, ack cap
 
     def status(keys: list[str], args: list[Any]) -> int:
         return int(script(keys=keys, args=args)[0])
@@ -395,7 +387,7 @@ def test_push_refuses_a_malformed_chunk_whole(
     assert status(list(good.keys), [*good.args[:4], "a.example||1,2|", *tail]) == -1
     glued = "a.example||0,0,0,0,0,0,0,0,1|x.example||0,0,0,0,0,0,0,0,1|"
     assert status(list(good.keys), [*good.args[:4], glued, *tail]) == -1
-    assert status(list(good.keys)[:14], [*good.args, *tail]) == -1
+    assert status(list(good.keys)[:11], [*good.args, *tail]) == -1
     assert status(list(good.keys), list(good.args)) == -1  # arguments missing
     assert script_client.exists(shard0.domain("a.example"), shard0.acks) == 0
 

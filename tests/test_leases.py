@@ -160,7 +160,7 @@ def lease(client: redis.Redis, shard: ShardKeys, worker: str, counts: dict[str, 
     rows = [(d, [0, 0, 0, 0, 0, 0, 0, 0, n, None]) for d, n in counts.items()]
     chunk = seal(shard, 1, worker, 30_000, 600, rows)
     push = scripts.register(client, "push")
-    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000, 1000])[0] == 1
+    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000])[0] == 1
     client.zadd(shard.leases, {worker: 1000})
 
 

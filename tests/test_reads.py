@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from fedtrack_redis import FederationTracker
+from conftest import upgrade_schema
+from fedtrack_redis import FederationTracker, Flusher
 from fedtrack_redis.anomalies import Baseline, find_anomalies, indexed_anomalies
 from fedtrack_redis.chunk import TOP_SIZE
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.reads import page, read_all, totals
 from fedtrack_redis.stats import COUNTER_FIELDS, ServerStat
-from tracker_helpers import mark_hydrated
 
 ORDERS = {
     "activity": lambda s: (-s.last_active, s.domain),
@@ -27,9 +27,13 @@ ORDERS = {
 
 
 @pytest.fixture
-def loaded(redis_url: str, redis_client: redis.Redis, namespace: str) -> Iterator[RedisEngine]:
-    """A namespace with 300 domains of varied traffic, pushed by a real tracker."""
-    mark_hydrated(redis_client, namespace)
+def loaded(
+    redis_url: str, redis_client: redis.Redis, namespace: str, sqlite_url: str
+) -> Iterator[RedisEngine]:
+    """A namespace with 300 domains of varied traffic, pushed by a real tracker and
+    flushed once (the flusher refreshes the top lists)."""
+    flusher = Flusher(redis_url, upgrade_schema(sqlite_url), namespace=namespace)
+    flusher.flush_once()
     rng = random.Random(7)
     tracker = FederationTracker(redis_url, namespace=namespace, push_interval=3600)
     try:
@@ -47,11 +51,13 @@ def loaded(redis_url: str, redis_client: redis.Redis, namespace: str) -> Iterato
             if index % 50 == 49:
                 tracker.push()
         tracker.push()
+        flusher.flush_once()
         engine = RedisEngine.open(redis_url)
         yield engine
         engine.close()
     finally:
         tracker.close(timeout=5)
+        flusher.stop()
 
 
 def every(engine: RedisEngine, namespace: str) -> list[ServerStat]:
@@ -106,18 +112,25 @@ def test_a_deep_page_of_a_top_list_is_refused(loaded: RedisEngine, namespace: st
 
 
 def test_top_lists_stay_bounded(
-    redis_url: str, redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fedtrack_redis import chunk
+    from fedtrack_redis import tops
 
-    monkeypatch.setattr(chunk, "TOP_SIZE", 5)
-    mark_hydrated(redis_client, namespace)
+    monkeypatch.setattr(tops.trim, "__defaults__", (5,))
     keys = NamespaceKeys(namespace)
+    flusher = Flusher(redis_url, upgrade_schema(sqlite_url), namespace=namespace)
+    flusher.flush_once()
     with FederationTracker(redis_url, namespace=namespace, push_interval=3600) as tracker:
         for index in range(400):
             tracker.record_failure(f"f{index}.example", "HTTP")
             tracker.record_success(f"f{index}.example", index, "HTTP")
         tracker.push()
+        assert flusher.flush_once() == 400
+        flusher.stop()
         for shard in keys.shards:
             assert redis_client.zcard(shard.top_failures) <= 5
             assert redis_client.zcard(shard.top_latency) <= 5

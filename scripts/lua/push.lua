@@ -11,16 +11,13 @@
 -- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
--- KEYS[12]   topfail   fedtrack:{<ns>:<SS>}:top:failures     zset domain -> failures (the top ARGV[8])
--- KEYS[13]   toplat    fedtrack:{<ns>:<SS>}:top:latency      zset domain -> mean latency ms (top ARGV[8])
--- KEYS[14]   topqueue  fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages (top ARGV[8])
--- KEYS[14+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[11+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[14+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[11+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
@@ -32,7 +29,6 @@
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
--- ARGV[8]    size of each top list (top:failures, top:latency, top:queued)
 --
 -- Flush epochs (copy on write): while the flusher reads the closing epoch, `flushing` holds
 -- its domains; the first write to one of them copies its hash, as it was at the close, into
@@ -69,9 +65,8 @@ local seq = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local cap = tonumber(ARGV[7])
-local top = tonumber(ARGV[8])
 if not seq or not string.match(ARGV[2], '^[1-9]%d*$') or not ttl or not retention
-    or not cap or not top or #ARGV ~= 8 then
+    or not cap or #ARGV ~= 7 then
   return {-1, 0, 0, '', marker}
 end
 if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
@@ -86,7 +81,7 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-local FIXED = 14
+local FIXED = 11
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -109,28 +104,15 @@ end
 local closing = call('EXISTS', KEYS[8]) == 1
 local fields = 0
 local scored, members = {}, {}
-local failing, slow, queues = {}, {}, {}
-local sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+local s1, s2, s3, s4, s5, s6, s7, s8, s9 = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local buckets = {}
 local queued_delta = 0
-local NAMES = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
-  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 
 local function flush_members()
   if #members > 0 then
     call('ZADD', KEYS[4], unpack(scored))
     call('SADD', KEYS[5], unpack(members))
     scored, members = {}, {}
-  end
-end
-
-local function add_top(key, pairs_)
-  if #pairs_ > 0 then
-    call('ZADD', key, unpack(pairs_))
-    local size = call('ZCARD', key)
-    if size > top then
-      call('ZREMRANGEBYRANK', key, 0, size - top - 1)
-    end
   end
 end
 
@@ -141,32 +123,23 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
   if closing and call('SREM', KEYS[8], domain) == 1 then
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
-  local c = {c1, c2, c3, c4, c5, c6, c7, c8, c9}
-  local results = {}
-  for f = 1, 9 do
-    if c[f] ~= '0' then
-      results[f] = call('HINCRBY', key, NAMES[f], c[f])
-      sums[f] = sums[f] + tonumber(c[f])
-      fields = fields + 1
-    end
+  if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
+  if c2 ~= '0' then call('HINCRBY', key, 'failed_https', c2); s2 = s2 + c2; fields = fields + 1 end
+  if c3 ~= '0' then call('HINCRBY', key, 'failed_smtp', c3); s3 = s3 + c3; fields = fields + 1 end
+  if c4 ~= '0' then call('HINCRBY', key, 'success_http', c4); s4 = s4 + c4; fields = fields + 1 end
+  if c5 ~= '0' then call('HINCRBY', key, 'success_https', c5); s5 = s5 + c5; fields = fields + 1 end
+  if c6 ~= '0' then call('HINCRBY', key, 'success_smtp', c6); s6 = s6 + c6; fields = fields + 1 end
+  if c7 ~= '0' then
+    call('HINCRBY', key, 'successful_deliveries', c7); s7 = s7 + c7; fields = fields + 1
   end
+  if c8 ~= '0' then call('HINCRBY', key, 'inbound_deliveries', c8); s8 = s8 + c8; fields = fields + 1 end
+  if c9 ~= '0' then call('HINCRBY', key, 'total_latency_ms', c9); s9 = s9 + c9; fields = fields + 1 end
   if histogram ~= '' then
     for bucket, count in string.gmatch(histogram, '(%d+):(%d+)') do
       call('HINCRBY', key, 'h' .. bucket, count)
-      buckets[bucket] = (buckets[bucket] or 0) + tonumber(count)
+      buckets[bucket] = (buckets[bucket] or 0) + count
       fields = fields + 1
     end
-  end
-  if results[1] or results[2] or results[3] then
-    local failed = call('HMGET', key, 'failed_http', 'failed_https', 'failed_smtp')
-    failing[#failing + 1] = (tonumber(failed[1]) or 0) + (tonumber(failed[2]) or 0)
-      + (tonumber(failed[3]) or 0)
-    failing[#failing + 1] = domain
-  end
-  if results[7] then
-    local latency = results[9] or tonumber(call('HGET', key, 'total_latency_ms') or '0')
-    slow[#slow + 1] = latency / results[7]
-    slow[#slow + 1] = domain
   end
   local stamped = false
   if queued ~= '' then
@@ -182,12 +155,6 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
       call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
       stamped = true
       fields = fields + 1
-      if updated > 0 then
-        queues[#queues + 1] = updated
-        queues[#queues + 1] = domain
-      else
-        call('ZREM', KEYS[14], domain)
-      end
       if wanted == 0 then
         call('HDEL', KEYS[7], domain)
       else
@@ -208,7 +175,11 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
 end
 flush_members()
 
--- the shard's totals and top lists, kept as pushes arrive (reads never scan)
+-- the shard's totals, kept as pushes arrive (reads never add up every domain); the top
+-- lists are the flusher's, refreshed from each epoch it reads
+local sums = {s1, s2, s3, s4, s5, s6, s7, s8, s9}
+local NAMES = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
+  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 for f = 1, 9 do
   if sums[f] ~= 0 then
     call('HINCRBY', KEYS[11], NAMES[f], sums[f])
@@ -220,10 +191,6 @@ end
 if queued_delta ~= 0 then
   call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
 end
-add_top(KEYS[12], failing)
-add_top(KEYS[13], slow)
-add_top(KEYS[14], queues)
-
 call('HSET', KEYS[2], worker, given)
 call('HSET', KEYS[10], worker, given)
 call('ZADD', KEYS[3], stamp, worker)

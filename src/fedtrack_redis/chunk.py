@@ -78,7 +78,6 @@ class Chunk:
                 *self.args,
                 identity,
                 str(ACK_CAP),
-                str(TOP_SIZE),
             )
             self.packed_for = (sha, identity)
         return self.wire
@@ -125,9 +124,6 @@ def seal(
         shard.snap,
         shard.epoch_acks,
         shard.totals,
-        shard.top_failures,
-        shard.top_latency,
-        shard.top_queued,
     ]
     lines: list[str] = []
     leased: list[str] = []

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 
-from . import hydrate
+from . import hydrate, tops
 from .chunk import ACK_RETENTION_SECONDS
 from .connections import database_engine
 from .election import Election
@@ -380,14 +380,18 @@ class Flusher:
         return rows
 
     def _copy(self, connection: sa.Connection, shards: list[ShardKeys]) -> int:
-        """Write each shard's epoch; PostgreSQL writes one page while the next is read from
-        Redis. Returns the rows written."""
+        """Write each shard's epoch, and score its domains in the shard's top lists;
+        PostgreSQL writes one page while the next is read from Redis. Returns the rows
+        written."""
         assert self._epochs is not None
+        assert self._engine is not None
         writer = store.StatsWriter(connection)
         try:
             for shard in shards:
                 for lines in self._epochs.lines(shard):
                     writer.put(lines)
+                    tops.refresh(self._engine, shard, lines)
+                tops.trim(self._engine, shard)
         except BaseException:
             writer.abort()
             raise

@@ -3,7 +3,7 @@
 Domains are listed from the per-shard indexes (never ``KEYS``/``SCAN``) and their hashes
 fetched in pipelined pages, one pipeline per node. Pages and the cluster's totals cost the
 same at a million domains as at a hundred: `page` merges the top of each shard's index
-(activity, or the bounded top lists of failures, latency and backlog that push.lua keeps),
+(activity, or the bounded top lists of failures, latency and backlog, `tops`),
 and `totals` adds up the 16 per-shard totals hashes. Only `read_all` (the tracker's
 `get_all`, for small namespaces and tests) reads every domain.
 """

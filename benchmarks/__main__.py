@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_cluster,
+    bench_engines,
     bench_flusher,
     bench_propagation,
     bench_size,
@@ -49,6 +50,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "cluster": bench_cluster.run,
     "propagation": bench_propagation.run,
     "flusher": bench_flusher.run,
+    "engines": bench_engines.run,
 }
 
 

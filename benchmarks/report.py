@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 #: Sections in the order the summary table shows them.
-SECTIONS = ("hot path", "push", "cluster", "propagation", "flusher", "memory", "size")
+SECTIONS = (
+    "hot path",
+    "push",
+    "cluster",
+    "propagation",
+    "flusher",
+    "memory",
+    "engines",
+    "size",
+)
 
 
 @dataclass

@@ -120,7 +120,7 @@ def test_top_lists_stay_bounded(
 ) -> None:
     from fedtrack_redis import tops
 
-    monkeypatch.setattr(tops.trim, "__defaults__", (5,))
+    monkeypatch.setattr(tops.TopRefresh.__init__, "__defaults__", (5,))
     keys = NamespaceKeys(namespace)
     flusher = Flusher(redis_url, upgrade_schema(sqlite_url), namespace=namespace)
     flusher.flush_once()

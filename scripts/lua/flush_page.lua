@@ -21,13 +21,20 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then
   return {0}
 end
 local skip = tonumber(ARGV[1]) + 1
-local out = {1}
+local domains = {}
 for i = 4, #KEYS do
-  local domain = string.sub(KEYS[i], skip)
-  if redis.call('SISMEMBER', KEYS[2], domain) == 1 then
-    local flat = redis.call('HGETALL', KEYS[i])
+  domains[i - 3] = string.sub(KEYS[i], skip)
+end
+local out = {1}
+if #domains == 0 then
+  return out
+end
+local still = redis.call('SMISMEMBER', KEYS[2], unpack(domains))
+for j = 1, #domains do
+  if still[j] == 1 then
+    local flat = redis.call('HGETALL', KEYS[j + 3])
     if #flat > 0 then
-      out[#out + 1] = domain
+      out[#out + 1] = domains[j]
       out[#out + 1] = table.concat(flat, '\t')
     end
   end

@@ -388,10 +388,11 @@ class Flusher:
         writer = store.StatsWriter(connection)
         try:
             for shard in shards:
+                top = tops.TopRefresh(self._engine, shard).load()
                 for lines in self._epochs.lines(shard):
                     writer.put(lines)
-                    tops.refresh(self._engine, shard, lines)
-                tops.trim(self._engine, shard)
+                    top.add(lines)
+                top.finish()
         except BaseException:
             writer.abort()
             raise

@@ -20,6 +20,8 @@ while the epoch closes: a cursor over one key, never a scan of the keyspace.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -29,8 +31,10 @@ from .keys import NamespaceKeys, ShardKeys
 from .scripts import Scripts
 from .store.stats import line_from_hash
 
-#: Domains per ``flush_page.lua`` call (well under a millisecond of Redis time each).
+#: Domains per ``flush_page.lua`` call (a millisecond or two of Redis time each).
 PAGE = 250
+#: Pages read ahead of the one being written.
+PREFETCH = 2
 
 # flush_begin.lua
 NOT_HYDRATED, OPENED, RESUMED, NOTHING = 0, 1, 2, 3
@@ -79,14 +83,52 @@ class EpochReader:
         return opened
 
     def lines(self, shard: ShardKeys) -> Iterator[list[str]]:
-        """The shard's epoch as pages of stats lines, each domain once."""
+        """The shard's epoch as pages of stats lines, each domain once.
+
+        A helper thread reads the next pages from Redis while this one turns the last
+        into lines, so Redis, the flusher and the database work at once.
+        """
+        pages: queue.Queue[list[str] | BaseException | None] = queue.Queue(maxsize=PREFETCH)
+        stop = threading.Event()
+
+        def read() -> None:
+            try:
+                for flat in self._raw_pages(shard):
+                    while not stop.is_set():
+                        try:
+                            pages.put(flat, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                pages.put(None)
+            except BaseException as exc:  # handed to the caller's thread
+                pages.put(exc)
+
+        reader = threading.Thread(target=read, name="fedtrack-flush-reader", daemon=True)
+        reader.start()
         seen: set[str] = set()
+        try:
+            while (item := pages.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._page_lines(item, seen)
+        finally:
+            stop.set()
+            reader.join()
+
+    def _raw_pages(self, shard: ShardKeys) -> Iterator[list[str]]:
+        """(domain, hash joined by tabs) pairs, flat, page by page: the domains still in
+        `flushing` (read live, membership checked in the same call), then `snap`."""
         client = self._engine.node_for(shard.base)
         prefix = len(shard.domain(""))
+        asked: set[str] = set()
         cursor: Any = 0
         while True:
             cursor, members = client.sscan(shard.flushing, cursor, count=self._page)
-            fresh = [str(m) for m in dict.fromkeys(members) if m not in seen]
+            fresh = [str(m) for m in dict.fromkeys(members) if m not in asked]
+            asked.update(fresh)
             if fresh:
                 reply = self._scripts.run(
                     "flush_page",
@@ -96,7 +138,7 @@ class EpochReader:
                 )
                 if int(reply[0]) == 0:
                     raise EpochLostError(f"shard {shard.shard:02d} lost its data mid-flush")
-                yield self._page_lines(reply[1:], seen)
+                yield [str(item) for item in reply[1:]]
             if int(cursor) == 0:
                 break
         cursor = 0
@@ -104,7 +146,7 @@ class EpochReader:
             cursor, copied = client.hscan(shard.snap, cursor, count=self._page)
             flat = [str(item) for pair in cast(dict[str, str], copied).items() for item in pair]
             if flat:
-                yield self._page_lines(flat, seen)
+                yield flat
             if int(cursor) == 0:
                 break
         if not client.exists(shard.flush_state):

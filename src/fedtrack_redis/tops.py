@@ -7,9 +7,15 @@ fifth of its time). They are therefore at most one flush interval behind; the va
 page shows are always read live from the hashes. Hydration fills them with what it
 restores, and a lease release updates the backlog at once. Each list keeps the
 `TOP_SIZE` highest scores of its shard, so their memory is bounded whatever the size.
+
+A refresh sends only what can change a list: the scores of its members, and of domains
+that beat its lowest score (or all while it is not full); at a million domains almost
+nothing of an epoch is sent.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from .chunk import TOP_SIZE
 from .engine import RedisEngine
@@ -19,42 +25,67 @@ from .keys import ShardKeys
 _QUEUED, _FAILED, _SUCCESSES, _LATENCY = 1, slice(2, 5), 8, 10
 
 
-def refresh(engine: RedisEngine, shard: ShardKeys, lines: list[str]) -> None:
-    """Score each domain of `lines` (stats lines of `shard`) in the shard's top lists."""
-    failing: dict[str, float] = {}
-    slow: dict[str, float] = {}
-    queued: dict[str, float] = {}
-    drained: list[str] = []
-    for line in lines:
-        parts = line.split("\t")
-        domain = parts[0]
-        failures = sum(int(value) for value in parts[_FAILED])
-        if failures:
-            failing[domain] = failures
-        successes = int(parts[_SUCCESSES])
-        if successes:
-            slow[domain] = int(parts[_LATENCY]) / successes
-        backlog = int(parts[_QUEUED])
-        if backlog:
-            queued[domain] = backlog
-        else:
-            drained.append(domain)
-    with engine.node_for(shard.base).pipeline(transaction=False) as pipe:
-        for key, scores in (
-            (shard.top_failures, failing),
-            (shard.top_latency, slow),
-            (shard.top_queued, queued),
-        ):
-            if scores:
-                pipe.zadd(key, scores)
-        if drained:
-            pipe.zrem(shard.top_queued, *drained)
-        pipe.execute()
+@dataclass
+class _List:
+    """What the flusher knows of one top list while it refreshes it."""
+
+    key: str
+    members: set[str] = field(default_factory=set)
+    lowest: float = 0.0
+    full: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+
+    def offer(self, domain: str, score: float) -> None:
+        if score > 0 and (domain in self.members or not self.full or score > self.lowest):
+            self.scores[domain] = score
+        elif score <= 0 and domain in self.members:
+            self.gone.append(domain)
 
 
-def trim(engine: RedisEngine, shard: ShardKeys, size: int = TOP_SIZE) -> None:
-    """Keep the `size` highest scores of each of the shard's top lists."""
-    with engine.node_for(shard.base).pipeline(transaction=False) as pipe:
-        for key in (shard.top_failures, shard.top_latency, shard.top_queued):
-            pipe.zremrangebyrank(key, 0, -size - 1)
-        pipe.execute()
+class TopRefresh:
+    """One shard's refresh during a flush: `load`, `add` each page, then `finish`."""
+
+    def __init__(self, engine: RedisEngine, shard: ShardKeys, size: int = TOP_SIZE) -> None:
+        self._engine = engine
+        self._shard = shard
+        self._size = size
+        self._lists = [
+            _List(shard.top_failures),
+            _List(shard.top_latency),
+            _List(shard.top_queued),
+        ]
+
+    def load(self) -> TopRefresh:
+        """Read each list's members and lowest score (at most `size` each)."""
+        with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
+            for item in self._lists:
+                pipe.zrange(item.key, 0, -1, withscores=True)
+            replies = pipe.execute()
+        for item, members in zip(self._lists, replies, strict=True):
+            item.members = {str(domain) for domain, _score in members}
+            item.lowest = float(members[0][1]) if members else 0.0
+            item.full = len(members) >= self._size
+        return self
+
+    def add(self, lines: list[str]) -> None:
+        """Offer the domains of one page of stats lines to the lists."""
+        failing, slow, queued = self._lists
+        for line in lines:
+            parts = line.split("\t")
+            domain = parts[0]
+            failing.offer(domain, sum(int(value) for value in parts[_FAILED]))
+            successes = int(parts[_SUCCESSES])
+            slow.offer(domain, int(parts[_LATENCY]) / successes if successes else 0.0)
+            queued.offer(domain, int(parts[_QUEUED]))
+
+    def finish(self) -> None:
+        """Write what changed and trim each list to its `size` highest scores."""
+        with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
+            for item in self._lists:
+                if item.scores:
+                    pipe.zadd(item.key, item.scores)
+                if item.gone:
+                    pipe.zrem(item.key, *item.gone)
+                pipe.zremrangebyrank(item.key, 0, -self._size - 1)
+            pipe.execute()

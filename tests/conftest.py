@@ -106,6 +106,22 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture(params=["fakeredis", "redis"])
+def script_client(
+    request: pytest.FixtureRequest, redis_client: redis.Redis
+) -> Iterator[redis.Redis]:
+    """A client to run a Lua script against: fakeredis (its Lua is lupa's, so quick unit
+    tests of the logic) and the real Redis (the scripts' real Lua 5.1)."""
+    if request.param == "redis":
+        yield redis_client
+        return
+    import fakeredis
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    yield client
+    client.close()
+
+
 def create_database(admin_url: str) -> str:
     """Create an empty PostgreSQL database and return its SQLAlchemy URL."""
     name = "fedtrack_test_" + uuid.uuid4().hex[:12]

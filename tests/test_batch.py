@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -254,18 +253,6 @@ def test_pack_command_is_resp() -> None:
 
 
 # -- push.lua on fakeredis and on Redis ----------------------------------------------------
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-def script_client(
-    request: pytest.FixtureRequest, redis_client: redis.Redis
-) -> Iterator[redis.Redis]:
-    if request.param == "redis":
-        yield redis_client
-        return
-    client = fakeredis.FakeRedis(decode_responses=True)
-    yield client
-    client.close()
 
 
 Push = Callable[..., list[int]]

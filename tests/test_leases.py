@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import fakeredis
-import pytest
 import redis
 
 from fedtrack_redis import FederationTracker, scripts
@@ -142,18 +140,6 @@ def test_a_message_delivered_while_the_first_lease_is_taken_leaves_no_count_behi
 # -- lease_release.lua ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
-def lease_client(
-    request: pytest.FixtureRequest, redis_client: redis.Redis
-) -> Iterator[redis.Redis]:
-    if request.param == "redis":
-        yield redis_client
-        return
-    client = fakeredis.FakeRedis(decode_responses=True)
-    yield client
-    client.close()
-
-
 def lease(client: redis.Redis, shard: ShardKeys, worker: str, counts: dict[str, int]) -> None:
     """Give `worker` a lease on `shard` through push.lua, then make it expired."""
     client.set(shard.hydrated, "1")
@@ -165,17 +151,17 @@ def lease(client: redis.Redis, shard: ShardKeys, worker: str, counts: dict[str, 
 
 
 def test_concurrent_reapers_release_a_lease_exactly_once(
-    lease_client: redis.Redis, namespace: str
+    script_client: redis.Redis, namespace: str
 ) -> None:
     keys = NamespaceKeys(namespace)
     shard = keys.shard_for("a.example")
-    lease(lease_client, shard, "ghost", {"a.example": 3})
-    lease(lease_client, shard, "alive", {"a.example": 2})
-    lease_client.zadd(shard.leases, {"alive": server_time_ms(lease_client) + 60_000})
+    lease(script_client, shard, "ghost", {"a.example": 3})
+    lease(script_client, shard, "alive", {"a.example": 2})
+    script_client.zadd(shard.leases, {"alive": server_time_ms(script_client) + 60_000})
     released: list[int] = []
 
     def reap() -> None:
-        released.append(reap_expired_leases(lease_client, keys))
+        released.append(reap_expired_leases(script_client, keys))
 
     threads = [threading.Thread(target=reap) for _ in range(4)]
     for thread in threads:
@@ -183,19 +169,19 @@ def test_concurrent_reapers_release_a_lease_exactly_once(
     for thread in threads:
         thread.join()
     assert sum(released) == 1
-    assert lease_client.hget(shard.domain("a.example"), "queued_messages") == "2"
-    assert lease_client.exists(shard.lease("ghost")) == 0
-    assert lease_client.zrange(shard.leases, 0, -1) == ["alive"]
-    assert "a.example" in lease_client.smembers(shard.changed)
-    assert reap_expired_leases(lease_client, keys) == 0
+    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "2"
+    assert script_client.exists(shard.lease("ghost")) == 0
+    assert script_client.zrange(shard.leases, 0, -1) == ["alive"]
+    assert "a.example" in script_client.smembers(shard.changed)
+    assert reap_expired_leases(script_client, keys) == 0
 
 
 def test_release_refuses_a_renewed_lease_and_a_stale_domain_list(
-    lease_client: redis.Redis, namespace: str
+    script_client: redis.Redis, namespace: str
 ) -> None:
     shard = NamespaceKeys(namespace).shard_for("a.example")
-    lease(lease_client, shard, "w", {"a.example": 3})
-    release = scripts.register(lease_client, "lease_release")
+    lease(script_client, shard, "w", {"a.example": 3})
+    release = scripts.register(script_client, "lease_release")
     fixed = [
         shard.leases,
         shard.lease("w"),
@@ -206,23 +192,23 @@ def test_release_refuses_a_renewed_lease_and_a_stale_domain_list(
         shard.top_queued,
     ]
     assert release(keys=fixed, args=["w"]) == -1  # the lease holds a.example: read again
-    lease_client.zadd(shard.leases, {"w": server_time_ms(lease_client) + 60_000})
+    script_client.zadd(shard.leases, {"w": server_time_ms(script_client) + 60_000})
     assert release(keys=[*fixed, shard.domain("a.example")], args=["w", "a.example"]) == 0
     assert release(keys=fixed, args=["nobody"]) == 0
-    lease_client.zadd(shard.leases, {"w": 1})
+    script_client.zadd(shard.leases, {"w": 1})
     assert release(keys=[*fixed, shard.domain("a.example")], args=["w", "a.example"]) == 1
-    assert lease_client.hget(shard.domain("a.example"), "queued_messages") == "0"
+    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "0"
 
 
 def test_release_never_takes_queued_messages_below_zero(
-    lease_client: redis.Redis, namespace: str
+    script_client: redis.Redis, namespace: str
 ) -> None:
     keys = NamespaceKeys(namespace)
     shard = keys.shard_for("a.example")
-    lease(lease_client, shard, "w", {"a.example": 5})
-    lease_client.hset(shard.domain("a.example"), "queued_messages", 2)
-    assert reap_expired_leases(lease_client, keys) == 1
-    assert lease_client.hget(shard.domain("a.example"), "queued_messages") == "0"
+    lease(script_client, shard, "w", {"a.example": 5})
+    script_client.hset(shard.domain("a.example"), "queued_messages", 2)
+    assert reap_expired_leases(script_client, keys) == 1
+    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "0"
 
 
 def test_invalid_worker_ids_in_the_lease_index_are_left_alone(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .domain import DEFAULT_MEMO, memo_lookup
-from .policy.state import ACCEPT, REJECT
+from .domain import DEFAULT_MEMO, memo_lookup, normalize_domain
+from .policy.matcher import rule_allows
+from .policy.modes import ACCEPT, REJECT
+from .policy.rules import ALLOW, BLOCK, EXCEPTION, Rule
 
 if TYPE_CHECKING:
     from .policy.store import PolicyStore
@@ -39,10 +41,14 @@ def check_federation_policy(
 
     The local domain is always allowed. The effective policy is `policy`, else what
     ``get_setting("__FEDERATION_POLICY__")`` returns as ``(value, True, None)``, else the
-    cluster policy of `store` (default `global_policy()`), else ACCEPT. ACCEPT allows
-    unless a rule matches (blocklist); REJECT allows only if a rule matches (allowlist).
-    An unknown policy allows, with one warning per distinct value. When the cluster's
-    federation switch is off, everything but the local domain is refused.
+    cluster policy of `store` (default `global_policy()`), else ACCEPT. When the
+    cluster's federation switch is off, everything but the local domain is refused.
+    Otherwise the most specific matching rule decides: a ``block`` rule refuses and an
+    ``allow`` rule allows under any mode; an ``exception`` rule refuses under ACCEPT
+    (a blocklist) and allows under REJECT (an allowlist); no rule allows under ACCEPT
+    and refuses under REJECT. Under an unknown policy exception rules and no rule
+    allow, with one warning per distinct value. No I/O, no lock, never raises for an
+    invalid domain (it matches no rule).
     """
     if store is None:
         from .globals import global_policy
@@ -70,13 +76,9 @@ def check_federation_policy(
             mode = value.upper()
     if not mode:
         mode = view.policy
-    matched = name is not None and name in view.rules
-    if mode == ACCEPT:
-        return not matched
-    if mode == REJECT:
-        return matched
-    _warn_unknown(mode)
-    return True
+    if mode not in (ACCEPT, REJECT):  # block and allow rules still apply
+        _warn_unknown(mode)
+    return view.matcher.allows(name, mode)
 
 
 def _warn_unknown(mode: str) -> None:
@@ -89,33 +91,53 @@ def _warn_unknown(mode: str) -> None:
 
 @dataclass(frozen=True)
 class Decision:
-    """A decision with its reasons, for the CLI's and the API's ``check``."""
+    """A decision with its reasons, for the CLI's and the API's ``check``.
+
+    `rule` is the text of the deciding rule, None when the local domain, the federation
+    switch or the mode's default decides; `matched` the text of every rule matching the
+    domain, most specific first (`matched_rules` the same rules, every field).
+    """
 
     domain: str
     allowed: bool
     policy: str
     reason: str
     rule: str | None
+    matched: tuple[str, ...] = ()
+    matched_rules: tuple[Rule, ...] = field(default=(), repr=False)
 
 
 def explain_federation_policy(
     domain: str, store: PolicyStore, local_domain: str = "", policy: str = ""
 ) -> Decision:
-    """The same decision as `check_federation_policy`, with the reason spelled out."""
-    from .domain import normalize_domain
-
+    """The same decision as `check_federation_policy` (one view of the store: rules,
+    mode and switch of one version), with the reason spelled out. Raises
+    `InvalidDomainError` for an invalid `domain`."""
     name = normalize_domain(domain)
-    allowed = check_federation_policy(name, policy, local_domain, store=store)
-    mode = policy.upper() if policy else store.get_policy()
-    rule = name if store.has_rule(name) else None
+    store.get_enabled()  # raises NotInitializedError with the usual message
+    view = store.view
+    mode = policy.upper() if policy else view.policy
+    matcher = view.matcher
+    rules = tuple(rule for rule in map(matcher.get, matcher.matched(name)) if rule is not None)
+    texts = tuple(rule.text for rule in rules)
+    deciding = rules[0] if rules else None
     if local_domain and name == normalize_domain(local_domain):
-        reason = "local domain is always allowed"
-    elif not store.get_enabled():
-        reason = "federation is disabled cluster-wide"
-    elif mode == ACCEPT:
-        reason = "blocked by rule" if rule else "ACCEPT policy, no rule matches"
-    elif mode == REJECT:
-        reason = "allowed by rule" if rule else "REJECT policy, no rule matches"
+        return Decision(name, True, mode, "local domain is always allowed", None, texts, rules)
+    if not view.enabled:
+        return Decision(
+            name, False, mode, "federation is disabled cluster-wide", None, texts, rules
+        )
+    known = mode in (ACCEPT, REJECT)
+    if not known:
+        _warn_unknown(mode)
+    allowed = rule_allows(deciding, mode)
+    if deciding is None or (deciding.effect == EXCEPTION and not known):
+        reason = f"{mode} policy, no rule matches" if known else f"unknown policy {mode!r} allows"
+        return Decision(name, allowed, mode, reason, None, texts, rules)
+    if deciding.effect == BLOCK:
+        reason = "blocked by a block rule"
+    elif deciding.effect == ALLOW:
+        reason = "allowed by an allow rule"
     else:
-        reason = f"unknown policy {mode!r} allows"
-    return Decision(name, allowed, mode, reason, rule)
+        reason = "blocked by rule" if mode == ACCEPT else "allowed by rule"
+    return Decision(name, allowed, mode, reason, deciding.text, texts, rules)

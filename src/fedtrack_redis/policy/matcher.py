@@ -39,11 +39,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .globs import Glob
+from .modes import ACCEPT, REJECT
 from .rules import ALLOW, EXACT, EXCEPTION, GLOB, NETWORK, SUBDOMAINS, Rule
 from .rules import is_address as _is_address
 from .rules import parse_rule as _parse_rule
 from .shards import Shards
-from .state import ACCEPT, REJECT
 
 DEFAULT_CACHE_SIZE = 100_000
 _BITS = {4: 32, 6: 128}

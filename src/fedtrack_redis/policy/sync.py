@@ -20,7 +20,6 @@ tag), and a subscription whose node stopped answering is recreated from scratch.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import threading
@@ -39,53 +38,19 @@ from ..keys import NamespaceKeys
 from ..metrics import PROPAGATION_SECONDS, THREAD_ERRORS
 from ..scripts import Scripts
 from . import db
+from .codec import decode_change, decode_rule, encode_change, encode_rule, published_at
 from .state import ACCEPT, Change, PolicyState, Snapshot
 
 log = logging.getLogger("fedtrack_redis.policy")
 
 #: Rules per HSET while a snapshot is written to its staging hash.
 STAGING_BATCH = 1000
+#: Seconds a staging hash lives if its writer dies before the swap.
+STAGING_TTL = 600
+#: Rules one change may carry (one script call): larger changes are a full resync.
+MAX_CHANGE_RULES = 1000
 #: Messages applied together at most (one new view for the whole burst).
 BURST = 1000
-
-
-def encode_change(change: Change) -> str:
-    return json.dumps(
-        {
-            "v": change.version,
-            "op": change.op,
-            "d": change.domain,
-            "t": change.created_at,
-            "p": change.policy,
-            "e": change.enabled,
-            "ts": round(time.time(), 6),
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_change(text: str) -> Change | None:
-    """The change in a channel message, or None for anything malformed."""
-    try:
-        data = json.loads(text)
-        return Change(
-            version=int(data["v"]),
-            op=str(data["op"]),
-            domain=str(data.get("d", "")),
-            created_at=int(data.get("t", 0)),
-            policy=str(data.get("p", "")),
-            enabled=bool(data.get("e", True)),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _published_at(text: str) -> float | None:
-    try:
-        value = json.loads(text).get("ts")
-        return float(value) if value is not None else None
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 class PolicyRedis:
@@ -104,14 +69,16 @@ class PolicyRedis:
     def apply(self, change: Change, identity: str) -> int:
         """1 applied, 0 already there, -1 Redis is missing an earlier change, -2 Redis
         holds the policy of another database."""
-        value = change.domain
+        value = ""
         if change.op == "policy":
             value = change.policy
         elif change.op == "enabled":
             value = "1" if change.enabled else "0"
-        args: list[str | int] = [change.version, change.op, value, change.created_at or ""]
-        args += [self.keys.policy_channel, encode_change(change)]
-        args += [self.engine.publish_command, identity]
+        args: list[str | int] = [change.version, change.op, value, self.keys.policy_channel]
+        args += [encode_change(change), self.engine.publish_command, identity]
+        for rule in change.rules:
+            args += [rule.text, encode_rule(rule)]
+        args += change.texts
         keys = [self.keys.rules, self.keys.policy_meta]
         return int(self._scripts.run("policy_apply", keys, args))
 
@@ -124,22 +91,26 @@ class PolicyRedis:
         """
         staging = self.keys.rules_staging(secrets.token_hex(8))
         client = self.client
-        items = list(snapshot.rules.items())
-        for start in range(0, len(items), STAGING_BATCH):
-            mapping = dict(items[start : start + STAGING_BATCH])
-            client.hset(staging, mapping=mapping)  # type: ignore[arg-type]
-        message = encode_change(Change(snapshot.version, "resync"))
-        args: list[str | int] = [
-            snapshot.version,
-            snapshot.policy,
-            "1" if snapshot.enabled else "0",
-            self.keys.policy_channel,
-            message,
-            self.engine.publish_command,
-            identity,
-        ]
-        keys = [self.keys.rules, self.keys.policy_meta, staging]
+        rules = list(snapshot.rules.values())
         try:
+            for start in range(0, len(rules), STAGING_BATCH):
+                mapping = {
+                    rule.text: encode_rule(rule) for rule in rules[start : start + STAGING_BATCH]
+                }
+                client.hset(staging, mapping=mapping)  # type: ignore[arg-type]
+                if start == 0:
+                    client.expire(staging, STAGING_TTL)
+            message = encode_change(Change(snapshot.version, "resync"))
+            args: list[str | int] = [
+                snapshot.version,
+                snapshot.policy,
+                "1" if snapshot.enabled else "0",
+                self.keys.policy_channel,
+                message,
+                self.engine.publish_command,
+                identity,
+            ]
+            keys = [self.keys.rules, self.keys.policy_meta, staging]
             return int(self._scripts.run("policy_replace", keys, args))
         except BaseException:
             client.unlink(staging)
@@ -168,13 +139,16 @@ class PolicyRedis:
             version=int(meta["version"]),
             policy=meta.get("policy", ACCEPT),
             enabled=meta.get("enabled", "1") == "1",
-            rules={domain: int(created) for domain, created in rules.items()},
+            rules={text: decode_rule(text, value) for text, value in rules.items()},
         )
         return snapshot, meta.get("database_id")
 
 
-def rebuild_redis(database: sa.Engine, side: PolicyRedis, guard: IdentityGuard) -> Snapshot:
-    """Copy the database's policy into Redis (only if newer there) and return it.
+def rebuild_redis(
+    database: sa.Engine, side: PolicyRedis, guard: IdentityGuard, snapshot: Snapshot | None = None
+) -> Snapshot:
+    """Copy the database's policy (`snapshot` when just read) into Redis (only if newer
+    there) and return it.
 
     Raises `DatabaseMismatchError` (Redis untouched) when the database is not the one the
     namespace's policy came from.
@@ -182,7 +156,8 @@ def rebuild_redis(database: sa.Engine, side: PolicyRedis, guard: IdentityGuard) 
     with database.connect() as connection:
         identity = read_database_id(connection)
     guard.check(identity, [side.identity()])
-    snapshot = db.load_snapshot(database)
+    if snapshot is None:
+        snapshot = db.load_snapshot(database)
     if side.replace(snapshot, identity) == -2:
         guard.check(identity, [side.identity()])  # raises: someone else's policy got in
     return snapshot
@@ -324,7 +299,7 @@ class PolicySync:
                 if change is None:
                     log.warning("policy sync: ignored a malformed message")
                 else:
-                    changes.append((change, _published_at(data)))
+                    changes.append((change, published_at(data)))
             message = subscription.get(0.0)
         if changes:
             self._apply(changes)
@@ -340,7 +315,7 @@ class PolicySync:
             if change is None:
                 log.warning("policy sync: ignored a malformed message")
             else:
-                self._apply([(change, _published_at(data))])
+                self._apply([(change, published_at(data))])
 
     def _apply(self, changes: list[tuple[Change, float | None]]) -> None:
         outcomes = self._state.apply_many([change for change, _ in changes])

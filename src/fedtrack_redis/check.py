@@ -76,9 +76,28 @@ def check_federation_policy(
             mode = value.upper()
     if not mode:
         mode = view.policy
-    if mode not in (ACCEPT, REJECT):  # block and allow rules still apply
+    try:  # the deciding rule: one dict lookup for a name seen before
+        rule = view.decisions[name]
+    except KeyError:
+        rule = view.matcher.decide(name)
+    if rule is None:  # the mode's default
+        if mode == ACCEPT:
+            return True
+        if mode == REJECT:
+            return False
         _warn_unknown(mode)
-    return view.matcher.allows(name, mode)
+        return True
+    effect = rule.effect
+    if effect == EXCEPTION:
+        if mode == ACCEPT:
+            return False
+        if mode == REJECT:
+            return True
+        _warn_unknown(mode)
+        return True
+    if mode not in (ACCEPT, REJECT):  # block and allow rules apply under any mode
+        _warn_unknown(mode)
+    return effect == ALLOW
 
 
 def _warn_unknown(mode: str) -> None:

@@ -124,6 +124,13 @@ class Matcher:
         self._next_expiry: float = math.inf
 
     @property
+    def decisions(self) -> dict[str | None, Rule | None]:
+        """The decision cache (normalized name → deciding rule or None) that `decide`
+        reads first and fills; a caller on the hot path may read it directly, then call
+        `decide` on a miss."""
+        return self._cache
+
+    @property
     def next_expiry(self) -> float:
         """An instant (unix seconds) at or before the earliest expiry held, inf when none
         expires: once the clock passes it, swap in `current()`."""

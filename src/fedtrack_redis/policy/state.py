@@ -70,7 +70,8 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class PolicyView:
     """Everything a check needs, at one version. Never mutated; `ready` is False until
-    the first policy arrived."""
+    the first policy arrived. `decisions` is the matcher's decision cache (normalized
+    name → deciding rule or None), which the hot path reads before asking the matcher."""
 
     version: int
     policy: str
@@ -78,6 +79,10 @@ class PolicyView:
     rules: Shards[str, Rule]
     matcher: Matcher
     ready: bool = True
+    decisions: dict[str | None, Rule | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decisions", self.matcher.decisions)
 
 
 NOT_READY = PolicyView(-1, ACCEPT, True, EMPTY_RULES, Matcher(), ready=False)

@@ -261,6 +261,8 @@ def _gotosocial_entry(entry: object, effect: str | None, source: str) -> Rule:
 
 
 def _fedtrack_entry(entry: object, effect: str | None, source: str) -> Rule:
+    if isinstance(entry, str):  # a bare rule text, as earlier versions' lists allowed
+        return make_rule(entry, effect=effect or EXCEPTION, source=source)
     if not isinstance(entry, dict):
         raise ValueError("not an object")
     text = _str(entry.get("text", entry.get("domain")), "text")

@@ -92,9 +92,12 @@ def merge(
             created_at=incoming.created_at or now,
             created_by=actor if incoming.created_by is None else incoming.created_by,
         )
-    if fields is None:  # a restore: every field as the file says
+    if fields is None:  # a restore: every field as the file says (times and creator if known)
         restored = dataclasses.replace(
-            incoming, created_at=incoming.created_at or stored.created_at
+            incoming,
+            created_at=incoming.created_at or stored.created_at,
+            created_by=stored.created_by if incoming.created_by is None else incoming.created_by,
+            updated_at=stored.updated_at if incoming.updated_at is None else incoming.updated_at,
         )
         if restored == stored:
             return stored

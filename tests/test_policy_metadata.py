@@ -177,7 +177,9 @@ def test_a_large_import_is_one_entry_and_one_resync(
     writer = make_policy_store()
     reader = make_policy_store()
     resyncs: list[int] = []
-    reader.add_listener(lambda change: resyncs.append(change.version) if change.op == "resync" else None)
+    reader.add_listener(
+        lambda change: resyncs.append(change.version) if change.op == "resync" else None
+    )
     texts = [f"host{i}.bulk.example" for i in range(2500)]
     assert writer.add_rules(texts) == 2500
     wait_for(lambda: reader.count() == 2500, 10, "the import reached the reader")

@@ -10,6 +10,7 @@ from .errors import BadInput
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:(\d+)([smhdw]))", re.IGNORECASE)
+_DURATIONS = re.compile(r"(?:\d+[smhdw])+")
 #: The longest ``--for`` accepted (a typo such as ``7000d`` is refused, not obeyed).
 MAX_SECONDS = 10 * 365 * 86400
 
@@ -37,7 +38,7 @@ def parse_since(text: str) -> int:
     value = text.strip()
     if value.isdigit():
         return int(value)
-    if _DURATION.fullmatch(value.lower()) or (value and value[-1:].isalpha()):
+    if _DURATIONS.fullmatch(value.lower()):
         return int(time.time()) - parse_duration(value)
     try:
         moment = datetime.fromisoformat(value)

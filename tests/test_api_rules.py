@@ -157,8 +157,8 @@ def test_a_read_token_gets_403_on_every_change(
     assert "read-only" in response.json()["detail"]
     assert [r["text"] for r in rules(client)] == ["kept.example"]
     assert client.get("/api/federation/audit", headers=bearer(VIEW)).json()["entries"] == entries
-    for path in (RULES + "/export", "/api/federation/audit", "/api/federation/check/a.example"):
-        assert client.get(path, headers=bearer(VIEW)).status_code == 200
+    for read in (RULES + "/export", "/api/federation/audit", "/api/federation/check/a.example"):
+        assert client.get(read, headers=bearer(VIEW)).status_code == 200
 
 
 def test_the_audit_log_names_the_token_and_address_and_pages(client: TestClient) -> None:

@@ -126,7 +126,7 @@ def test_rules_add_with_fields_and_list_filters(run: Run) -> None:
     assert listed(run)["plain.example"]["effect"] == "exception"  # kept: not passed
     code, out, _ = run("rules", "list", "--kind", "network", "--json")
     assert [r["text"] for r in json.loads(out)["rules"]] == ["10.0.0.0/8"]
-    code, out, _ = run("rules", "list", "--filter", "reason", "--json")
+    _, out, _ = run("rules", "list", "--filter", "reason", "--json")
     assert [r["text"] for r in json.loads(out)["rules"]] == ["plain.example"]
 
 
@@ -243,7 +243,7 @@ def test_exports_in_every_format_and_a_lossless_json_round_trip(run: Run, tmp_pa
         "a.example,suspend,false,false,r2,false",
     ]
     assert "3 rule(s) that are not .domain rules were left out" in err
-    code, out, _ = run("export", "--format", "fedtrack-csv")
+    _, out, _ = run("export", "--format", "fedtrack-csv")
     assert out.splitlines()[0] == "#domain,#effect,#reason,#expires_at,#created_at"
     assert run("export", "--format", "csv")[1] == out
 

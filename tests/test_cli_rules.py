@@ -124,7 +124,7 @@ def test_rules_add_with_fields_and_list_filters(run: Run) -> None:
     code, out, _ = run("rules", "add", "plain.example", "--reason", "now with a reason")
     assert "0 rule(s) added, 1 updated" in out
     assert listed(run)["plain.example"]["effect"] == "exception"  # kept: not passed
-    code, out, _ = run("rules", "list", "--kind", "network", "--json")
+    _, out, _ = run("rules", "list", "--kind", "network", "--json")
     assert [r["text"] for r in json.loads(out)["rules"]] == ["10.0.0.0/8"]
     _, out, _ = run("rules", "list", "--filter", "reason", "--json")
     assert [r["text"] for r in json.loads(out)["rules"]] == ["plain.example"]
@@ -238,7 +238,7 @@ def test_exports_in_every_format_and_a_lossless_json_round_trip(run: Run, tmp_pa
     assert before[".a.example"]["updated_at"] is not None
     code, out, _ = run("export", "--format", "text")
     assert out.splitlines() == sorted(before)
-    code, out, err = run("export", "--format", "mastodon-csv")
+    _, out, err = run("export", "--format", "mastodon-csv")
     assert out.splitlines()[1:] == [
         "a.example,suspend,false,false,r2,false",
     ]

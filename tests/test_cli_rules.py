@@ -121,7 +121,7 @@ def test_rules_add_with_fields_and_list_filters(run: Run) -> None:
         "10.0.0.0/8": ("network", "allow"),
         "plain.example": ("exact", "exception"),
     }
-    code, out, _ = run("rules", "add", "plain.example", "--reason", "now with a reason")
+    _code, out, _ = run("rules", "add", "plain.example", "--reason", "now with a reason")
     assert "0 rule(s) added, 1 updated" in out
     assert listed(run)["plain.example"]["effect"] == "exception"  # kept: not passed
     _, out, _ = run("rules", "list", "--kind", "network", "--json")
@@ -236,7 +236,7 @@ def test_exports_in_every_format_and_a_lossless_json_round_trip(run: Run, tmp_pa
     assert "(fedtrack-json): 4 added" in out
     assert listed(run) == before  # every field, times and creator included
     assert before[".a.example"]["updated_at"] is not None
-    code, out, _ = run("export", "--format", "text")
+    _code, out, _ = run("export", "--format", "text")
     assert out.splitlines() == sorted(before)
     _, out, err = run("export", "--format", "mastodon-csv")
     assert out.splitlines()[1:] == [

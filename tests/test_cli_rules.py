@@ -232,7 +232,7 @@ def test_exports_in_every_format_and_a_lossless_json_round_trip(run: Run, tmp_pa
     target = tmp_path / "rules.json"
     assert run("export", "--format", "fedtrack-json", "--output", str(target))[0] == 0
     assert run("rules", "flush", "--yes")[0] == 0
-    code, out, _ = run("import", str(target))
+    _, out, _ = run("import", str(target))
     assert "(fedtrack-json): 4 added" in out
     assert listed(run) == before  # every field, times and creator included
     assert before[".a.example"]["updated_at"] is not None

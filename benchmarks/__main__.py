@@ -24,7 +24,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import bench_cluster, bench_flusher, bench_propagation, bench_tracker
+from benchmarks import (
+    bench_cluster,
+    bench_flusher,
+    bench_policy,
+    bench_propagation,
+    bench_rules,
+    bench_tracker,
+)
 from benchmarks.common import Env, bench_env, machine_facts
 from benchmarks.report import Report, summary_table
 
@@ -36,6 +43,11 @@ def memory(env: Env, report: Report) -> None:
     bench_tracker.bench_pending(env, report)
 
 
+def rules(env: Env, report: Report) -> None:
+    bench_rules.run(env, report)  # the matcher alone (pure Python)
+    bench_policy.run(env, report)  # through a real store
+
+
 SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "hot-path": bench_tracker.bench_hot_path,
     "push": bench_tracker.bench_push,
@@ -43,6 +55,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "cluster": bench_cluster.run,
     "propagation": bench_propagation.run,
     "flusher": bench_flusher.run,
+    "rules": rules,
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 #: Sections in the order the summary table shows them.
-SECTIONS = ("hot path", "push", "cluster", "propagation", "flusher", "memory")
+SECTIONS = ("hot path", "push", "cluster", "propagation", "flusher", "memory", "rules")
 
 
 @dataclass

@@ -29,21 +29,18 @@ from ..errors import BackendUnavailableError, InvalidRuleError, NotInitializedEr
 from ..identity import IdentityGuard, read_database_id
 from ..keys import NamespaceKeys
 from ..store import migrate
-from . import audit, db
-from .audit import AuditEntry, check_actor, listing, rule_json
+from . import audit, changes, db
+from .audit import AuditEntry, check_actor
 from .edits import DEFAULT_EFFECT, DEFAULT_SOURCE, DEFAULT_TEXT, NOT_GIVEN, RuleEdit
 from .expiry import ExpiryClock
 from .formats import InvalidEntry
-from .imports import ImportReport, plan
+from .imports import ImportReport
 from .rules import Rule, make_rule, parse_rule
-from .state import ACCEPT, Change, PolicyState, PolicyView, parse_policy
-from .sync import MAX_CHANGE_RULES, PolicyRedis, PolicySync
+from .state import Change, PolicyState, PolicyView, parse_policy
+from .sync import PolicyRedis, PolicySync
 from .writer import PolicyWriter, database_errors, patiently
 
 log = logging.getLogger("fedtrack_redis.policy")
-
-#: Above this many texts an import reads every stored rule at once instead of by text.
-_LOAD_ALL_ABOVE = 2000
 
 
 class PolicyStore:
@@ -264,63 +261,20 @@ class PolicyStore:
             expires_at=expires_at,
             source=source,
         )
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, int]:
-            now = int(time.time())
-            old = db.get_rule(connection, edit.text)
-            new = edit.apply(old, actor=who, now=now)
-            if new is old:
-                return None, db.count_rules(connection)
-            db.save_rule(connection, new, new=old is None)
-            audit.record(
-                connection,
-                actor=who,
-                action=audit.ADD if old is None else audit.UPDATE,
-                target=new.text,
-                before=None if old is None else rule_json(old),
-                after=rule_json(new),
-                at=now,
-            )
-            return Change(version, "add", rules=(new,)), db.count_rules(connection)
-
-        return self._write().run(work)
+        return self._write().run(changes.add(edit, check_actor(actor)))
 
     def remove_rule(self, text: str, *, actor: str | None = None) -> int:
         """Remove the rule with this text (an unknown rule is not an error, and writes
         nothing); return how many remain."""
         canonical = parse_rule(text).text
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, int]:
-            old = db.get_rule(connection, canonical)
-            if old is None:
-                return None, db.count_rules(connection)
-            db.remove_rule(connection, canonical)
-            audit.record(
-                connection, actor=who, action=audit.REMOVE, target=canonical, before=rule_json(old)
-            )
-            return Change(version, "remove", texts=(canonical,)), db.count_rules(connection)
-
-        return self._write().run(work)
+        return self._write().run(changes.remove(canonical, check_actor(actor)))
 
     def flush_rules(self, *, actor: str | None = None) -> None:
         """Remove every rule (one audit entry, target ``*``)."""
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, None]:
-            texts = db.flush_rules(connection)
-            if not texts:
-                return None, None
-            audit.record(
-                connection, actor=who, action=audit.FLUSH, target="*", before=listing(texts)
-            )
-            return Change(version, "flush"), None
-
-        self._write().run(work)
+        self._write().run(changes.flush(check_actor(actor)))
 
     def add_rules(self, texts: Iterable[str], *, actor: str | None = None) -> int:
-        """Add many exact-or-any-kind rules in one transaction (one audit entry, target
+        """Add many rules of any kind in one transaction (one audit entry, target
         ``add_rules``); return how many were new. Existing rules are left as they are.
 
         Every text is validated first (one `InvalidDomainError` and nothing changes).
@@ -348,92 +302,28 @@ class PolicyStore:
         one message, or one resync above 1,000 changed rules. `dry_run` computes the same
         report and changes nothing; so does an import that changes nothing.
         """
-        by_text = {rule.text: rule for rule in rules}
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, ImportReport]:
-            now = int(time.time())
-            if len(by_text) > _LOAD_ALL_ABOVE:
-                stored = db.load_rules(connection)
-            else:
-                stored = db.get_rules(connection, by_text)
-            report = plan(
-                list(by_text.values()),
-                stored,
-                fields,
-                fmt=format,
-                target=target,
-                actor=who,
-                now=now,
-            )
-            report.invalid.extend(invalid)
-            report.total = db.count_rules(connection) + len(report.added)
-            report.dry_run = dry_run
-            if dry_run or not report.changed:
-                return None, report
-            db.insert_rules(connection, report.added)
-            db.update_rules(connection, [after for _before, after in report.updated])
-            updated = [before.text for before, _after in report.updated]
-            audit.record(
-                connection,
-                actor=who,
-                action=audit.IMPORT,
-                target=target,
-                before=listing(updated) if updated else None,
-                after=report.summary(),
-                at=now,
-            )
-            changed = tuple(report.changed)
-            if len(changed) > MAX_CHANGE_RULES:
-                return Change(version, "resync"), report
-            return Change(version, "add", rules=changed), report
-
+        unique = list({rule.text: rule for rule in rules}.values())
+        work = changes.merge(
+            unique,
+            fields,
+            fmt=format,
+            target=target,
+            invalid=invalid,
+            dry_run=dry_run,
+            actor=check_actor(actor),
+        )
         return self._write().run(work)
 
     def set_policy(self, mode: str, *, actor: str | None = None) -> None:
         """Set the cluster policy: ``ACCEPT`` or ``REJECT`` in any case."""
         policy = parse_policy(mode)
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, None]:
-            old = db.get_setting(connection, "policy") or ACCEPT
-            if old == policy:
-                return None, None
-            db.set_setting(connection, "policy", policy)
-            audit.record(
-                connection,
-                actor=who,
-                action=audit.POLICY,
-                target="policy",
-                before=old,
-                after=policy,
-            )
-            return Change(version, "policy", policy=policy), None
-
-        self._write().run(work)
+        self._write().run(changes.set_policy(policy, check_actor(actor)))
 
     def set_enabled(self, enabled: bool, *, actor: str | None = None) -> None:
         """Turn federation on or off for the whole cluster."""
         if not isinstance(enabled, bool):
             raise TypeError("enabled must be a bool")
-        who = check_actor(actor)
-
-        def work(connection: sa.Connection, version: int) -> tuple[Change | None, None]:
-            old = (db.get_setting(connection, "enabled") or "true") == "true"
-            if old == enabled:
-                return None, None
-            db.set_setting(connection, "enabled", "true" if enabled else "false")
-            audit.record(
-                connection,
-                actor=who,
-                action=audit.ENABLED,
-                target="enabled",
-                before=old,
-                after=enabled,
-            )
-            return Change(version, "enabled", enabled=enabled), None
-
-        self._write().run(work)
+        self._write().run(changes.set_enabled(enabled, check_actor(actor)))
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ log = logging.getLogger("fedtrack_redis.policy")
 STAGING_BATCH = 1000
 #: Seconds a staging hash lives if its writer dies before the swap.
 STAGING_TTL = 600
+#: Sliced reads of a large snapshot before falling back to one atomic read.
+SNAPSHOT_ATTEMPTS = 3
 #: Rules one change may carry (one script call): larger changes are a full resync.
 MAX_CHANGE_RULES = 1000
 #: Messages applied together at most (one new view for the whole burst).
@@ -127,21 +129,43 @@ class PolicyRedis:
         return str(value) if value is not None else None
 
     def read_snapshot(self) -> tuple[Snapshot, str | None] | None:
-        """The policy as Redis holds it (one atomic read) with its database identity, or
-        None when Redis has none."""
+        """The policy as Redis holds it, at one version, with its database identity, or
+        None when Redis has none.
+
+        A small policy is one atomic read. A large one is read in `STAGING_BATCH` slices
+        (HSCAN), so no single call holds Redis up for the whole hash, between two reads
+        of the version: every change bumps the version in the same script that changes
+        the rules, so an unchanged version means the slices form one snapshot. A version
+        that moved meanwhile means read again (a few times; then one atomic read).
+        """
+        for _attempt in range(SNAPSHOT_ATTEMPTS):
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self.keys.policy_meta)
+                pipe.hlen(self.keys.rules)
+                meta, size = pipe.execute()
+            if "version" not in meta:
+                return None
+            if size <= STAGING_BATCH:
+                break
+            values = dict(self.client.hscan_iter(self.keys.rules, count=STAGING_BATCH))
+            if self.client.hget(self.keys.policy_meta, "version") == meta["version"]:
+                return self._snapshot(meta, values), meta.get("database_id")
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.policy_meta)
             pipe.hgetall(self.keys.rules)
-            meta, rules = pipe.execute()
+            meta, values = pipe.execute()
         if "version" not in meta:
             return None
-        snapshot = Snapshot(
+        return self._snapshot(meta, values), meta.get("database_id")
+
+    @staticmethod
+    def _snapshot(meta: dict[str, str], values: dict[str, str]) -> Snapshot:
+        return Snapshot(
             version=int(meta["version"]),
             policy=meta.get("policy", ACCEPT),
             enabled=meta.get("enabled", "1") == "1",
-            rules={text: decode_rule(text, value) for text, value in rules.items()},
+            rules={text: decode_rule(text, value) for text, value in values.items()},
         )
-        return snapshot, meta.get("database_id")
 
 
 def rebuild_redis(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .domain import DEFAULT_MEMO, memo_lookup, normalize_domain
+from .domain import DEFAULT_MEMO, normalize_domain
 from .policy.matcher import rule_allows
 from .policy.modes import ACCEPT, REJECT
 from .policy.rules import ALLOW, BLOCK, EXCEPTION, Rule
@@ -25,6 +25,7 @@ log = logging.getLogger("fedtrack_redis.policy")
 SETTING_KEY = "__FEDERATION_POLICY__"
 GetSetting = Callable[[str], tuple[str, bool, object]]
 
+_MODES = (ACCEPT, REJECT)
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -55,31 +56,28 @@ def check_federation_policy(
 
         store = global_policy()
     view = store.view  # one immutable snapshot: rules, mode and switch of one version
-    if not view.ready:
-        store.has_rule(domain)  # raises NotInitializedError with the usual message
-    # Known spellings cost one dict lookup each; DEFAULT_MEMO.get normalizes the others.
-    name = memo_lookup(domain)
-    if name.__class__ is not str:
-        name = DEFAULT_MEMO.get(domain)
+    try:  # a spelling seen before: one dict lookup gives its name and its deciding rule
+        name, rule = view.spellings[domain]
+    except KeyError:
+        name, rule = view.learn(domain)  # raises NotInitializedError before init()
     if local_domain and name is not None:
-        local = memo_lookup(local_domain)
-        if local.__class__ is not str:
-            local = DEFAULT_MEMO.get(local_domain)
-        if name == local:
+        local = _local
+        if local[0] is not local_domain:  # callers pass the same string every time
+            local = _remember_local(local_domain)
+        if name == local[1]:
             return True
     if not view.enabled:
         return False
-    mode = policy.upper() if policy else ""
-    if not mode and get_setting is not None:
+    if policy:
+        mode = policy if policy in _MODES else policy.upper()
+    elif get_setting is not None:
         value, found, error = get_setting(SETTING_KEY)
         if found and error is None and value:
-            mode = value.upper()
-    if not mode:
+            mode = value if value in _MODES else value.upper()
+        else:
+            mode = view.policy
+    else:
         mode = view.policy
-    try:  # the deciding rule: one dict lookup for a name seen before
-        rule = view.decisions[name]
-    except KeyError:
-        rule = view.matcher.decide(name)
     if rule is None:  # the mode's default
         if mode == ACCEPT:
             return True
@@ -95,9 +93,19 @@ def check_federation_policy(
             return True
         _warn_unknown(mode)
         return True
-    if mode not in (ACCEPT, REJECT):  # block and allow rules apply under any mode
+    if mode not in _MODES:  # block and allow rules apply under any mode
         _warn_unknown(mode)
     return effect == ALLOW
+
+
+#: The last local domain asked about and its normalized name (None when invalid).
+_local: tuple[str, str | None] = ("", None)
+
+
+def _remember_local(local_domain: str) -> tuple[str, str | None]:
+    global _local
+    _local = (local_domain, DEFAULT_MEMO.get(local_domain))
+    return _local
 
 
 def _warn_unknown(mode: str) -> None:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..domain import DEFAULT_MEMO
+from ..errors import NotInitializedError
 from .matcher import Matcher
 from .modes import ACCEPT, POLICIES, REJECT, parse_policy
 from .rules import Rule
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 EMPTY_RULES: Shards[str, Rule] = Shards.of(())
+#: Raw spellings a view remembers at most (then it starts over), bounding its memory.
+SPELLINGS_CACHED = 100_000
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,29 @@ class PolicyView:
     rules: Shards[str, Rule]
     matcher: Matcher
     ready: bool = True
-    decisions: dict[str | None, Rule | None] = field(init=False, repr=False, compare=False)
+    #: The hot path's cache of this view: raw spelling → (normalized name or None,
+    #: deciding rule or None). One lookup answers a spelling seen before; `learn` fills it.
+    spellings: dict[str, tuple[str | None, Rule | None]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "decisions", self.matcher.decisions)
+        object.__setattr__(self, "spellings", {})
+
+    def learn(self, domain: str) -> tuple[str | None, Rule | None]:
+        """(normalized name, deciding rule) of a raw spelling not in `spellings` yet,
+        remembered for the next call (an invalid name is None and matches no rule).
+        Raises `NotInitializedError` on a store that has no policy yet."""
+        if not self.ready:
+            raise NotInitializedError("PolicyStore.init() has not been called (or it is closed)")
+        name = DEFAULT_MEMO.get(domain) if isinstance(domain, str) else None
+        found = (name, self.matcher.decide(name))
+        if isinstance(domain, str):
+            cache = self.spellings
+            if len(cache) >= SPELLINGS_CACHED:
+                cache.clear()
+            cache[domain] = found
+        return found
 
 
 NOT_READY = PolicyView(-1, ACCEPT, True, EMPTY_RULES, Matcher(), ready=False)

@@ -193,3 +193,26 @@ def test_a_large_import_is_one_entry_and_one_resync(
         1000,
         1500,
     )
+
+
+def test_a_large_update_by_import_changes_every_rule(
+    policy_store: PolicyStore, database_url: str
+) -> None:
+    """Past a hundred rows PostgreSQL takes them by COPY: the same rules come out."""
+    texts = [f".r{i}.example" for i in range(300)]
+    first = [make_rule(text, effect="block", reason="first\ttab\nline") for text in texts]
+    assert len(policy_store.import_rules(first, target="one").added) == 300
+    second = [make_rule(text, effect="allow", reason="second") for text in texts]
+    report = policy_store.import_rules(second, fields=("effect", "reason"), target="two")
+    assert len(report.updated) == 300
+    rules = policy_store.rules()
+    assert {(rule.effect, rule.reason) for rule in rules} == {("allow", "second")}
+    assert all(rule.updated_at is not None for rule in rules)
+    assert {before.reason for before, _after in report.updated} == {"first\ttab\nline"}
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT effect, reason, count(*) FROM federation_rules GROUP BY 1, 2")
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in stored] == [("allow", "second", 300)]

@@ -87,10 +87,19 @@ def merge(
 ) -> Rule:
     """The rule after importing `incoming` over `stored` (`stored` itself when equal)."""
     if stored is None:
-        return dataclasses.replace(
-            incoming,
-            created_at=incoming.created_at or now,
-            created_by=actor if incoming.created_by is None else incoming.created_by,
+        if incoming.created_at and incoming.created_by is not None:
+            return incoming
+        return Rule(  # the constructor, not dataclasses.replace: imports are 100,000 long
+            incoming.text,
+            incoming.kind,
+            incoming.effect,
+            incoming.reason,
+            incoming.private_comment,
+            actor if incoming.created_by is None else incoming.created_by,
+            incoming.source,
+            incoming.created_at or now,
+            incoming.updated_at,
+            incoming.expires_at,
         )
     if fields is None:  # a restore: every field as the file says (times and creator if known)
         restored = dataclasses.replace(

@@ -313,3 +313,10 @@ def test_bad_input_is_a_4xx_with_one_message_and_changes_nothing(
     if needle:
         assert needle in one_message(response, status)
     assert rules(client) == before
+
+
+def test_rules_page_with_limit_and_offset(client: TestClient) -> None:
+    client.post(RULES, json={"domains": [f"r{i}.example" for i in range(5)]}, headers=bearer(OPS))
+    page = client.get(RULES + "?limit=2&offset=1", headers=bearer(VIEW)).json()
+    assert page["total"] == 5
+    assert [rule["text"] for rule in page["rules"]] == ["r1.example", "r2.example"]

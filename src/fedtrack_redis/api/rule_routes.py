@@ -64,22 +64,30 @@ def list_rules(
     q: Annotated[str, Query(max_length=255, description="Substring of text or reason.")] = "",
     kind: Annotated[str | None, Query(description="exact, subdomains, glob, network.")] = None,
     effect: Annotated[str | None, Query(description="exception, block, allow.")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1_000_000, description="At most this many.")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> models.RuleList:
-    """Every rule with every field (filtered by `q`, `kind`, `effect`)."""
+    """Every rule with every field (filtered by `q`, `kind`, `effect`; by text; `total`
+    counts the filtered rules before `limit` and `offset`)."""
     if kind is not None and kind not in KINDS:
         raise HTTPException(400, f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     if effect is not None and effect not in EFFECTS:
         raise HTTPException(400, f"unknown effect {effect!r}: expected one of {', '.join(EFFECTS)}")
     needle = q.strip().lower()
     now = time.time()
-    rules = [
-        rule_model(rule, now)
+    found = [
+        rule
         for rule in policy.rules()
         if (kind is None or rule.kind == kind)
         and (effect is None or rule.effect == effect)
         and (not needle or needle in rule.text or needle in rule.reason.lower())
     ]
-    return models.RuleList(rules=rules, total=len(rules))
+    end = None if limit is None else offset + limit
+    return models.RuleList(
+        rules=[rule_model(rule, now) for rule in found[offset:end]], total=len(found)
+    )
 
 
 def _fields(item: models.RuleInput, now: float) -> dict[str, Any]:

@@ -192,3 +192,10 @@ def test_messages_and_redis_values_carry_every_field(store: PolicyStore) -> None
     )
     expire = Change(8, "expire", texts=("a.example", "b.example"))
     assert decode_change(encode_change(expire)) == expire
+    old_add = '{"v": 9, "op": "add", "d": "old.example", "t": 17, "p": "", "e": true}'
+    assert decode_change(old_add) == Change(
+        9, "add", rules=(Rule("old.example", "exact", created_at=17),)
+    )
+    old_remove = '{"v": 10, "op": "remove", "d": "old.example", "t": 0, "p": "", "e": true}'
+    assert decode_change(old_remove) == Change(10, "remove", texts=("old.example",))
+    assert decode_change('{"v": 11, "op": "add"}') is None

@@ -11,7 +11,8 @@ exception rule created at that time.
 A change message is one JSON object: ``v`` version, ``op``, ``r`` the rules added or
 updated (each a record with its text as ``t``), ``x`` the texts removed (remove,
 expire), ``p`` policy, ``e`` enabled, ``ts`` the publisher's clock (for the propagation
-metric only).
+metric only). A message of an earlier version (``d`` the domain, ``t`` its created_at)
+reads as the exact rule it added or removed.
 """
 
 from __future__ import annotations
@@ -111,12 +112,21 @@ def decode_change(text: str) -> Change | None:
     """The change in a channel message, or None for anything malformed."""
     try:
         data = json.loads(text)
+        op = str(data["op"])
         rules = tuple(rule_from_record(str(r["t"]), r) for r in data.get("r", ()))
+        texts = tuple(str(t) for t in data.get("x", ()))
+        legacy = str(data.get("d", ""))  # an earlier version's writer: one exact rule
+        if legacy and op == "add" and not rules:
+            rules = (Rule(legacy, EXACT, created_at=int(data.get("t", 0))),)
+        elif legacy and op == "remove" and not texts:
+            texts = (legacy,)
+        if op == "add" and not rules:
+            return None
         return Change(
             version=int(data["v"]),
-            op=str(data["op"]),
+            op=op,
             rules=rules,
-            texts=tuple(str(t) for t in data.get("x", ())),
+            texts=texts,
             policy=str(data.get("p", "")),
             enabled=bool(data.get("e", True)),
         )

@@ -314,32 +314,29 @@ class PolicySync:
         changes: list[tuple[Change, float | None]] = []
         message: dict[str, Any] | None = first
         while message is not None and len(changes) < BURST:
-            kind = message.get("type")
-            if kind in ("subscribe", "ssubscribe"):
-                self.resync_from_redis()  # (re)subscribed: we may have missed messages
-            elif kind in ("message", "smessage"):
-                data = str(message.get("data", ""))
-                change = decode_change(data)
-                if change is None:
-                    log.warning("policy sync: ignored a malformed message")
-                else:
-                    changes.append((change, published_at(data)))
+            self._collect(message, changes)
             message = subscription.get(0.0)
         if changes:
             self._apply(changes)
 
     def handle(self, message: dict[str, Any]) -> None:
         """Handle one channel message (for tests; the thread uses `handle_burst`)."""
+        changes: list[tuple[Change, float | None]] = []
+        self._collect(message, changes)
+        if changes:
+            self._apply(changes)
+
+    def _collect(self, message: dict[str, Any], changes: list[tuple[Change, float | None]]) -> None:
         kind = message.get("type")
         if kind in ("subscribe", "ssubscribe"):
-            self.resync_from_redis()
+            self.resync_from_redis()  # (re)subscribed: we may have missed messages
         elif kind in ("message", "smessage"):
             data = str(message.get("data", ""))
             change = decode_change(data)
             if change is None:
                 log.warning("policy sync: ignored a malformed message")
             else:
-                self._apply([(change, published_at(data))])
+                changes.append((change, published_at(data)))
 
     def _apply(self, changes: list[tuple[Change, float | None]]) -> None:
         outcomes = self._state.apply_many([change for change, _ in changes])

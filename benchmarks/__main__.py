@@ -28,7 +28,9 @@ from benchmarks import (
     bench_cluster,
     bench_engines,
     bench_flusher,
+    bench_policy,
     bench_propagation,
+    bench_rules,
     bench_size,
     bench_tracker,
 )
@@ -43,6 +45,11 @@ def memory(env: Env, report: Report) -> None:
     bench_tracker.bench_pending(env, report)
 
 
+def rules(env: Env, report: Report) -> None:
+    bench_rules.run(env, report)  # the matcher alone (pure Python)
+    bench_policy.run(env, report)  # through a real store
+
+
 SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "hot-path": bench_tracker.bench_hot_path,
     "push": bench_tracker.bench_push,
@@ -50,6 +57,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "cluster": bench_cluster.run,
     "propagation": bench_propagation.run,
     "flusher": bench_flusher.run,
+    "rules": rules,
     "engines": bench_engines.run,
 }
 

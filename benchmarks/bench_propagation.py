@@ -85,8 +85,10 @@ def child(pipe: Connection, redis_url: str, database_url: str, namespace: str, b
 
 
 def run_mode(
-    env: Env, rounds: int, busy: bool, database_url: str, namespace: str
+    env: Env, rounds: int, busy: bool, database_url: str, namespace: str, metadata: bool = False
 ) -> dict[str, Any]:
+    """`rounds` rule changes seen by `PROCESSES` processes; with `metadata`, each change
+    adds a ``.domain`` block rule with a reason, a private comment and an expiry."""
     from fedtrack_redis import PolicyStore
 
     context = multiprocessing.get_context("spawn")
@@ -118,7 +120,16 @@ def run_mode(
         for index in range(rounds):
             domain = f"rule{index}.{'busy' if busy else 'idle'}.example"
             start = time.perf_counter()
-            writer.add_rule(domain)
+            if metadata:
+                writer.add_rule(
+                    "." + domain,
+                    effect="block",
+                    reason=f"spam wave {index}, reported by two users",
+                    private_comment="ticket 4711",
+                    expires_at=int(time.time()) + 86400,
+                )
+            else:
+                writer.add_rule(domain)
             calls.append((time.perf_counter() - start) * 1000)
             version = writer.version
             stamps = [_wait_version(pipe, version, resyncs) for pipe in pipes]

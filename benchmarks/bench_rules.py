@@ -34,7 +34,7 @@ from fedtrack_redis.domain import DEFAULT_MEMO, memo_lookup
 from fedtrack_redis.policy.matcher import Matcher
 from fedtrack_redis.policy.rules import EFFECTS, Rule, is_address, literal_count, make_rule
 
-SECTION = "hot path"
+SECTION = "rules"
 TARGETS_NS = {10_000: 300, 100_000: 500}
 BURST = 10_000
 

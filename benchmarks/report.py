@@ -25,6 +25,7 @@ SECTIONS = (
     "propagation",
     "flusher",
     "memory",
+    "rules",
     "engines",
     "size",
 )

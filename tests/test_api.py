@@ -133,14 +133,15 @@ def test_a_bad_domain_in_a_batch_changes_nothing(client: TestClient) -> None:
         "/api/federation/rules", json={"domains": ["good.example", "bad domain"]}, headers=AUTH
     )
     assert response.status_code == 400
-    assert "invalid domain" in response.json()["detail"]
+    assert "invalid rule 'bad domain'" in response.json()["detail"]
     assert client.get("/api/federation/rules", headers=AUTH).json()["total"] == 0
     empty = client.post("/api/federation/rules", json={"domains": []}, headers=AUTH)
-    assert empty.status_code == 422
+    assert empty.status_code == 400
 
 
 def test_check_explains(client: TestClient) -> None:
     client.post("/api/federation/rules", json={"domains": ["spam.example"]}, headers=AUTH)
+    rules = client.get("/api/federation/rules", headers=AUTH).json()["rules"]
     decision = client.get("/api/federation/check/SPAM.example", headers=AUTH).json()
     assert decision == {
         "domain": "spam.example",
@@ -148,6 +149,8 @@ def test_check_explains(client: TestClient) -> None:
         "policy": "ACCEPT",
         "reason": "blocked by rule",
         "rule": "spam.example",
+        "matched": ["spam.example"],
+        "rules": [rules[0]],
     }
     local = client.get("/api/federation/check/mail.example", headers=AUTH).json()
     assert local["allowed"] is True

@@ -427,5 +427,5 @@ def test_bad_input_messages_are_redacted_too(client: TestClient) -> None:
         headers=bearer(ADMIN),
     )
     assert response.status_code == 400
-    assert response.json()["detail"].startswith("invalid domain 'redis://u:***@h'")
+    assert response.json()["detail"].startswith("invalid rule 'redis://u:***@h'")
     assert SECRET not in response.text

@@ -68,20 +68,28 @@ def test_policy_show_and_set(run: Run) -> None:
     assert json.loads(run("policy", "--json")[1])["policy"] == "REJECT"
 
 
-def test_block_and_allow_follow_the_mode(run: Run) -> None:
+def test_block_and_allow_add_fixed_effect_rules_that_hold_in_either_mode(run: Run) -> None:
     assert run("block", "Spam.Example", "[1.2.3.4]")[0] == 0
     rules = json.loads(run("rules", "list", "--json")[1])
-    assert [r["domain"] for r in rules["rules"]] == ["1.2.3.4", "spam.example"]
+    assert [(r["domain"], r["effect"]) for r in rules["rules"]] == [
+        ("1.2.3.4", "block"),
+        ("spam.example", "block"),
+    ]
+    assert run("check", "spam.example")[0] == 3
     code, out, _ = run("allow", "spam.example")
     assert code == 0
-    assert "rule removed" in out
+    assert "exact allow rule updated" in out
+    assert run("check", "spam.example")[0] == 0
     run("policy", "reject")
     code, out, _ = run("allow", "friend.example")
-    assert "rule added" in out
+    assert "exact allow rule added" in out
     assert run("check", "friend.example")[0] == 0
     code, out, _ = run("block", "friend.example")
-    assert "rule removed" in out
+    assert "exact block rule updated" in out
     assert run("check", "friend.example")[0] == 3
+    run("policy", "accept")  # a mode switch changes nothing a fixed effect says
+    assert run("check", "friend.example")[0] == 3
+    assert run("check", "spam.example")[0] == 0
 
 
 def test_rules_add_remove_flush(run: Run) -> None:
@@ -106,8 +114,9 @@ def test_check_exit_codes_and_json(run: Run) -> None:
         "domain": "spam.example",
         "allowed": False,
         "policy": "ACCEPT",
-        "reason": "blocked by rule",
+        "reason": "blocked by a block rule",
         "rule": "spam.example",
+        "matched": ["spam.example"],
     }
     code, out, _ = run("check", "ok.example", "--json")
     assert code == 0
@@ -129,42 +138,46 @@ def test_disable_and_enable(run: Run) -> None:
 
 
 def test_import_mastodon_csv_and_json_then_export(run: Run, tmp_path: Path) -> None:
-    run("rules", "add", "already.example")
+    run("rules", "add", ".already.example")
     blocklist = tmp_path / "domain_blocks.csv"
     blocklist.write_text(
         "#domain,#severity,#reject_media,#reject_reports,#public_comment,#obfuscate\n"
         "bad.example,suspend,false,false,spam,false\n"
         "Worse.Example,silence,true,false,,false\n"
-        "already.example,suspend,false,false,,false\n"
+        "already.example,noop,false,false,,false\n"
     )
     code, out, _ = run("import", str(blocklist))
     assert code == 0
-    assert "imported 2" in out
-    assert "skipped 1" in out
+    assert "2 added, 1 updated, 0 skipped" in out
+    assert "(mastodon-csv)" in out
+    code, out, _ = run("import", str(blocklist))
+    assert "0 added, 0 updated, 3 skipped" in out
     as_json = tmp_path / "rules.json"
     as_json.write_text(json.dumps({"rules": [{"domain": "j.example"}, "k.example"]}))
-    assert "imported 2" in run("import", str(as_json))[1]
+    assert "2 added" in run("import", str(as_json))[1]
     code, out, _ = run("export")
     lines = out.strip().splitlines()
-    assert lines[0] == "#domain,#created_at"
-    assert [line.split(",")[0] for line in lines[1:]] == [
-        "already.example",
-        "bad.example",
-        "j.example",
-        "k.example",
-        "worse.example",
+    assert lines[0] == "#domain,#effect,#reason,#expires_at,#created_at"
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        [".already.example", "allow", ""],
+        [".bad.example", "block", "spam"],
+        [".worse.example", "block", ""],
+        ["j.example", "exception", ""],
+        ["k.example", "exception", ""],
     ]
     target = tmp_path / "out.json"
     assert run("export", "--format", "json", "--output", str(target))[0] == 0
-    assert json.loads(target.read_text())["total"] == 5
+    assert len(json.loads(target.read_text())["rules"]) == 5
 
 
 def test_import_with_a_bad_line_changes_nothing(run: Run, tmp_path: Path) -> None:
-    blocklist = tmp_path / "bad.csv"
-    blocklist.write_text("domain\ngood.example\nnot a domain\n")
+    blocklist = tmp_path / "bad.txt"
+    blocklist.write_text("# my list\ngood.example\nnot a domain\n")
     code, _, err = run("import", str(blocklist))
     assert code == 2
-    assert "entry 2" in one_error_line(err)
+    line = one_error_line(err)
+    assert "line 3: invalid rule 'not a domain'" in line
+    assert "nothing imported" in line
     assert json.loads(run("rules", "list", "--json")[1])["total"] == 0
 
 
@@ -223,6 +236,7 @@ def test_help_for_every_command(run: Run) -> None:
     assert code == 0
     commands = [
         "allow",
+        "audit",
         "block",
         "check",
         "db",

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright): it loads with
-the token, shows a domain's numbers equal to the API's, and adds a rule from the page; a
-read token sees the page with its changes disabled; and its Content-Security-Policy
+the token, shows a domain's numbers equal to the API's, adds rules with their fields from
+the page, filters the rules table, explains why a domain is refused, shows the audit log;
+a read token sees the page with its changes disabled; and its Content-Security-Policy
 never blocks anything the page does (a policy with a wrong hash is seen to block)."""
 
 from __future__ import annotations
@@ -168,14 +169,54 @@ def test_dashboard_matches_the_api_and_adds_a_rule(
 
     page.fill("#rule-input", "Blocked.Example")
     page.click("#rule-add")
-    expect(page.locator('#rules li[data-rule="blocked.example"]')).to_be_visible()
+    expect(page.locator('#rules tr[data-rule="blocked.example"]')).to_be_visible()
     with PolicyStore(migrated_postgres_url, redis_url, namespace=namespace) as store:
         assert store.has_rule("blocked.example")
+
+    # A rule with its fields: a subdomain block for 7 days, with a reason.
+    page.fill("#rule-input", ".Spam.Example")
+    page.select_option("#rule-effect", "block")
+    page.select_option("#rule-expiry", "604800")
+    page.fill("#rule-reason", "phishing waves")
+    page.fill("#rule-comment", "ticket 4711")
+    page.click("#rule-add")
+    spam = page.locator('#rules tr[data-rule=".spam.example"]')
+    expect(spam).to_be_visible()
+    cells = spam.locator("td").all_inner_texts()
+    assert cells[:4] == [".spam.example", "subdomains", "block", "phishing waves"]
+    assert cells[4].endswith("UTC") and cells[4] != "never"
+    with PolicyStore(migrated_postgres_url, redis_url, namespace=namespace) as store:
+        rule = store.get_rule(".spam.example")
+        assert rule is not None and rule.private_comment == "ticket 4711"
+        assert rule.expires_at is not None and rule.created_by == "api:admin@127.0.0.1"
+
+    # The filter narrows the table; the count stays the total.
+    page.fill("#rule-filter", "phishing")
+    expect(page.locator("#rules tbody tr")).to_have_count(1)
+    expect(page.locator("#rule-count")).to_have_text("2")
+    page.fill("#rule-filter", "")
+    expect(page.locator("#rules tbody tr")).to_have_count(2)
+
+    # The check says why a domain is refused: the deciding rule and its reason.
+    page.fill("#check-input", "mail.SPAM.example")
+    page.click("#check-submit")
+    verdict = page.locator("#check-verdict")
+    expect(verdict).to_contain_text("mail.spam.example: REFUSED")
+    expect(verdict).to_contain_text("blocked by a block rule .spam.example")
+    expect(page.locator('#check-result [data-matched=".spam.example"]')).to_contain_text(
+        "phishing waves"
+    )
+
+    # The audit log names the token and the address of every change.
+    audit = page.locator('#audit tr[data-action="add"]')
+    expect(audit).to_have_count(2)
+    assert "api:admin@127.0.0.1" in audit.first.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
-    page.click('#rules li[data-rule="blocked.example"] button')
-    expect(page.locator('#rules li[data-rule="blocked.example"]')).to_have_count(0)
+    page.click('#rules tr[data-rule="blocked.example"] button')
+    expect(page.locator('#rules tr[data-rule="blocked.example"]')).to_have_count(0)
+    expect(page.locator('#audit tr[data-action="remove"]')).to_contain_text("blocked.example")
     expect(page.locator("#caller")).to_have_text("token admin")
     assert watched.violations() == []
     assert watched.errors == []
@@ -202,7 +243,8 @@ def test_a_read_token_sees_the_page_with_changes_disabled(
     page.click("#token-form button[type=submit]")
     expect(page.locator('#servers tr[data-domain="alpha.example"]')).to_be_visible(timeout=10_000)
     expect(page.locator("#caller")).to_have_text("token viewer (read-only)")
-    for control in ("#rule-add", "#rule-input", "#policy-accept", "#toggle-enabled"):
+    controls = ("#rule-add", "#rule-input", "#rule-effect", "#rule-reason", "#policy-accept")
+    for control in (*controls, "#toggle-enabled"):
         expect(page.locator(control)).to_be_disabled()
     # Even a change sent by hand keeps the token and shows the server's refusal.
     page.evaluate("change('PUT', '/api/federation/settings', { policy: 'REJECT' })")

@@ -48,3 +48,51 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
         assert migrate.current_revision(engine) == migrate.head_revision()
     finally:
         engine.dispose()
+
+
+def test_a_database_at_0003_keeps_its_rules_as_exact_exception_rules(
+    database_url: str, redis_url: str, namespace: str
+) -> None:
+    """An installation of the previous version, rules and all, upgraded in place."""
+    from alembic import command
+
+    from fedtrack_redis import PolicyStore, check_federation_policy
+
+    engine = sa.create_engine(database_url)
+    try:
+        config = migrate.alembic_config(engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+        old = {"spam.example": 1700000000, "1.2.3.4": 1700000001, "xn--mnchen-3ya.de": 17}
+        with engine.begin() as connection:
+            for domain, created in old.items():
+                connection.execute(
+                    sa.text("INSERT INTO federation_rules (domain, created_at) VALUES (:d, :c)"),
+                    {"d": domain, "c": created},
+                )
+        migrate._upgraded.clear()
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == "0004"
+        with engine.connect() as connection:
+            audit_rows = connection.execute(sa.text("SELECT count(*) FROM federation_audit"))
+            assert audit_rows.scalar_one() == 0
+    finally:
+        engine.dispose()
+    with PolicyStore(database_url, redis_url, namespace=namespace) as store:
+        assert store.list_rules() == old
+        for rule in store.rules():
+            assert (rule.kind, rule.effect, rule.reason, rule.expires_at) == (
+                "exact",
+                "exception",
+                "",
+                None,
+            )
+            assert rule.created_at == old[rule.text]
+        assert not check_federation_policy("spam.example", store=store)
+        assert not check_federation_policy("[IPv6:::ffff:1.2.3.4]", store=store)
+        assert not check_federation_policy("münchen.de", store=store)
+        assert check_federation_policy("a.spam.example", store=store)  # exact, as before
+        store.add_rule("spam.example", reason="kept, now with a reason")
+        rule = store.get_rule("spam.example")
+        assert rule is not None and rule.created_at == old["spam.example"]

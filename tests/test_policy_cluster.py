@@ -2,58 +2,19 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import closing
 
 import pytest
 import redis
 
-from fedtrack_redis import Flusher, PolicyStore, PropagationPendingError
+from fedtrack_redis import Flusher, PolicyStore, PropagationPendingError, Rule
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.policy.state import Change
 from fedtrack_redis.policy.sync import PolicyRedis
-from policy_workers import State, serve
+from policy_workers import Workers
 from servers import RedisServer, wait_for
-
-
-class Workers:
-    """Child processes, each with its own PolicyStore."""
-
-    def __init__(self, count: int, database_url: str, redis_url: str, namespace: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipes = []
-        self.processes = []
-        for _ in range(count):
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=serve, args=(child, database_url, redis_url, namespace), daemon=True
-            )
-            process.start()
-            child.close()
-            self.pipes.append(parent)
-            self.processes.append(process)
-        for pipe in self.pipes:
-            assert pipe.poll(60), "worker did not start"
-            assert pipe.recv() == "ready"
-
-    def states(self) -> list[State]:
-        for pipe in self.pipes:
-            pipe.send("state")
-        return [pipe.recv() for pipe in self.pipes]
-
-    def wait_all(self, predicate: Callable[[State], bool], message: str) -> None:
-        wait_for(lambda: all(predicate(s) for s in self.states()), 5, message)
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            pipe.send("quit")
-        for process in self.processes:
-            process.join(15)
-            assert process.exitcode == 0
-        for pipe in self.pipes:
-            pipe.close()
 
 
 @pytest.fixture
@@ -141,7 +102,8 @@ def test_a_process_that_missed_messages_resyncs(
     try:
         side = PolicyRedis(engine, NamespaceKeys(namespace))
         side.keys = SilentKeys(namespace)
-        silent = Change(writer.version + 1, "add", domain="missed.example", created_at=1)
+        rule = Rule("missed.example", "exact", created_at=1)
+        silent = Change(writer.version + 1, "add", rules=(rule,))
         identity = writer.database_id()
         assert identity is not None
         assert side.apply(silent, identity) == 1

@@ -1,7 +1,7 @@
 -- policy_replace.lua: replace the whole policy state with a database snapshot whose rules
 -- the caller has already written, in small HSET batches, into a staging hash.
 --
--- KEYS[1]  rules hash        fedtrack:{<ns>:policy}:rules            (domain -> created_at)
+-- KEYS[1]  rules hash        fedtrack:{<ns>:policy}:rules            (rule text -> record)
 -- KEYS[2]  meta hash         fedtrack:{<ns>:policy}:meta             (version, policy, enabled,
 --                                                                     database_id)
 -- KEYS[3]  staging hash      fedtrack:{<ns>:policy}:staging:<token>  (the snapshot's rules;
@@ -17,6 +17,8 @@
 -- Returns 1 when replaced and published; 0 when Redis already holds this version or a
 -- newer one (nothing done, the staging hash is deleted); -2 when the meta hash names
 -- another database (nothing done, staging deleted). A missing meta counts as version -1.
+-- The staging hash carries a TTL while it is written (a writer that dies mid-way leaves
+-- nothing behind for long); the swapped-in hash is made persistent.
 -- The old rules hash is UNLINKed (freed in the background), so the call stays short
 -- whatever the number of rules.
 -- Clock: none (versions come from the database).
@@ -35,6 +37,7 @@ end
 redis.call('UNLINK', KEYS[1])
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('RENAME', KEYS[3], KEYS[1])
+  redis.call('PERSIST', KEYS[1])  -- the staging hash had a TTL in case its writer died
 end
 redis.call('HSET', KEYS[2], 'version', version, 'policy', ARGV[2], 'enabled', ARGV[3],
   'database_id', ARGV[7])

@@ -4,7 +4,7 @@ for a cluster of mail frontend workers, shared through Redis and persisted in Po
 
 from __future__ import annotations
 
-from .check import check_federation_policy
+from .check import Decision, check_federation_policy, explain_federation_policy
 from .domain import normalize_domain
 from .errors import (
     BackendUnavailableError,
@@ -12,6 +12,7 @@ from .errors import (
     FedtrackError,
     FencedOutError,
     InvalidDomainError,
+    InvalidImportError,
     InvalidPolicyError,
     InvalidRuleError,
     InvalidTransportError,
@@ -32,11 +33,13 @@ __all__ = [
     "REJECT",
     "BackendUnavailableError",
     "ConfigurationError",
+    "Decision",
     "FederationTracker",
     "FedtrackError",
     "FencedOutError",
     "Flusher",
     "InvalidDomainError",
+    "InvalidImportError",
     "InvalidPolicyError",
     "InvalidRuleError",
     "InvalidTransportError",
@@ -47,6 +50,7 @@ __all__ = [
     "ServerStat",
     "StatsReader",
     "check_federation_policy",
+    "explain_federation_policy",
     "global_policy",
     "global_tracker",
     "normalize_domain",

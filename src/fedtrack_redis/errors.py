@@ -7,6 +7,8 @@ status codes without parsing messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FedtrackError(Exception):
     """Root of every error raised by fedtrack-redis."""
@@ -38,6 +40,28 @@ class InvalidRuleError(InvalidDomainError):
         super().__init__(value, reason)
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         self.args = (f"invalid rule {shown}: {reason}",)
+
+
+class InvalidImportError(FedtrackError, ValueError):
+    """A rule list with invalid entries: nothing was imported.
+
+    `invalid` holds every entry (each names its ``line N`` and why); the message is one
+    line naming the first few.
+    """
+
+    SHOWN = 3
+
+    def __init__(self, target: str, invalid: Sequence[object]) -> None:
+        self.target = target
+        self.invalid = list(invalid)
+        shown = "; ".join(" ".join(str(entry).split()) for entry in self.invalid[: self.SHOWN])
+        more = len(self.invalid) - self.SHOWN
+        rest = f"; and {more} more" if more > 0 else ""
+        count = len(self.invalid)
+        super().__init__(
+            f"{target}: {count} invalid entr{'y' if count == 1 else 'ies'}, nothing imported"
+            f" (--skip-invalid imports the rest): {shown}{rest}"
+        )
 
 
 class InvalidTransportError(FedtrackError, ValueError):

@@ -56,6 +56,7 @@ from .identity import IdentityGuard, database_id, is_identity
 from .keys import NamespaceKeys, ShardKeys
 from .leases import reap_expired_leases
 from .metrics import FLUSH_ROWS, FLUSH_SECONDS, THREAD_ERRORS, track_mismatch
+from .policy.expiry import expire_due_rules
 from .policy.sync import PolicyRedis, reconcile_with_database
 from .redact import redact_url
 from .scripts import Scripts
@@ -307,6 +308,7 @@ class Flusher:
             raise
         except (redis.RedisError, sa.exc.DBAPIError) as exc:
             log.warning("policy reconciliation failed (%s); retried next tick", _describe(exc))
+        expire_due_rules(self._db, self._policy, self.guard)
         values = hydrate.marker_values(engine, self.keys)
         for shard, value in values.items():
             if value is not None and not is_identity(value):

@@ -25,6 +25,7 @@ from .deps import ERRORS, Policy, Stats, authenticate
 from .limiter import FailureLimiter
 from .metrics import ClusterCollector
 from .routes import router
+from .rule_routes import router as rule_router
 from .security import DOCS_POLICY, SecurityHeaders
 from .tokens import parse_tokens
 
@@ -86,6 +87,7 @@ def create_app(
     app.state.limiter = limiter if limiter is not None else FailureLimiter()
     app.state.local_domain = settings.local_domain
     app.include_router(router, dependencies=[Depends(authenticate)])
+    app.include_router(rule_router, dependencies=[Depends(authenticate)])
     app.add_middleware(SecurityHeaders, policies=policies)
     failures.install(app, settings, policies)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -15,9 +17,22 @@ class SettingsUpdate(BaseModel):
     policy: str | None = Field(default=None, description="ACCEPT or REJECT, any case.")
 
 
+Effect = Literal["exception", "block", "allow"]
+
+
 class Rule(BaseModel):
-    domain: str
+    domain: str = Field(description="The rule's text (the original's key; same as `text`).")
+    text: str = Field(description="Canonical rule text: its form names its kind.")
+    kind: str = Field(description="exact, subdomains, glob or network.")
+    effect: str = Field(description="exception (blocks in ACCEPT, allows in REJECT), block, allow.")
+    reason: str = Field(description="Public reason.")
+    private_comment: str
+    created_by: str | None
+    source: str = Field(description="manual, import, … (where the rule came from).")
     created_at: int = Field(description="Unix seconds when the rule was first added.")
+    updated_at: int | None = Field(description="Unix seconds of its last change, if any.")
+    expires_at: int | None = Field(description="Unix seconds when it stops matching, if ever.")
+    expired: bool = Field(description="Expired: it no longer matches; removed within 10 s.")
 
 
 class RuleList(BaseModel):
@@ -26,7 +41,31 @@ class RuleList(BaseModel):
 
 
 class DomainsBody(BaseModel):
-    domains: list[str] = Field(min_length=1, max_length=10_000, description="Domains to change.")
+    domains: list[str] = Field(
+        min_length=1, max_length=10_000, description="Rule texts (domains, .domains, globs, …)."
+    )
+
+
+class RuleInput(BaseModel):
+    """One rule to add, or whose given fields to change (fields left out are kept)."""
+
+    text: str = Field(max_length=1000, description="Rule text, e.g. .spam.example.")
+    effect: Effect | None = None
+    reason: str | None = Field(default=None, max_length=4096)
+    private_comment: str | None = Field(default=None, max_length=4096)
+    expires_at: int | None = Field(
+        default=None, description="Unix seconds; null makes the rule permanent (when sent)."
+    )
+    expires_in: int | None = Field(
+        default=None, ge=1, le=10 * 365 * 86400, description="Seconds from now (server clock)."
+    )
+
+
+class RulesBody(BaseModel):
+    domains: list[str] | None = Field(
+        default=None, max_length=10_000, description="Rule texts to add with default fields."
+    )
+    rules: list[RuleInput] | None = Field(default=None, max_length=10_000)
 
 
 class RuleChange(BaseModel):
@@ -64,7 +103,40 @@ class Decision(BaseModel):
     allowed: bool
     policy: str
     reason: str
-    rule: str | None
+    rule: str | None = Field(description="The deciding rule's text (null: no rule decides).")
+    matched: list[str] = Field(description="Every matching rule's text, most specific first.")
+    rules: list[Rule] = Field(description="The matching rules with every field, same order.")
+
+
+class InvalidLine(BaseModel):
+    line: int
+    reason: str
+
+
+class ImportReport(BaseModel):
+    format: str
+    target: str
+    dry_run: bool
+    added: list[str]
+    updated: list[str]
+    skipped: int = Field(description="Entries identical to the stored rule.")
+    invalid: list[InvalidLine]
+    total: int = Field(description="Rules after the import (or that there would be).")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: int = Field(description="Unix seconds.")
+    actor: str
+    action: str
+    target: str
+    before: Any = Field(description="JSON; null where nothing was.")
+    after: Any = Field(description="JSON; null where nothing is.")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    next_before_id: int | None = Field(description="Pass as before_id for the next page.")
 
 
 class AnomalyModel(BaseModel):

@@ -3,6 +3,7 @@ changing ones a token of full scope)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -16,6 +17,7 @@ from ..stats import ServerStat
 from ..store.search import name_filter
 from . import models
 from .deps import ERRORS, Actor, Caller, LocalDomain, Policy, Stats
+from .rule_routes import rule_model
 
 router = APIRouter(prefix="/api/federation", responses=ERRORS)
 
@@ -43,64 +45,33 @@ def get_settings(policy: Policy) -> models.Settings:
 
 
 @router.put("/settings", tags=["policy"])
-def put_settings(body: models.SettingsUpdate, policy: Policy) -> models.Settings:
+def put_settings(body: models.SettingsUpdate, policy: Policy, actor: Actor) -> models.Settings:
     """Change the policy, the switch, or both (both validated before anything changes)."""
     if body.policy is None and body.enabled is None:
         raise HTTPException(400, "send `policy`, `enabled`, or both")
     if body.policy is not None and body.policy.strip().upper() not in ("ACCEPT", "REJECT"):
         raise InvalidPolicyError(body.policy)
     if body.policy is not None:
-        policy.set_policy(body.policy)
+        policy.set_policy(body.policy, actor=actor)
     if body.enabled is not None:
-        policy.set_enabled(body.enabled)
+        policy.set_enabled(body.enabled, actor=actor)
     return get_settings(policy)
-
-
-@router.get("/rules", tags=["policy"])
-def list_rules(policy: Policy) -> models.RuleList:
-    """Every rule with the time it was first added."""
-    rules = sorted(policy.list_rules().items())
-    return models.RuleList(
-        rules=[models.Rule(domain=d, created_at=c) for d, c in rules], total=len(rules)
-    )
-
-
-@router.post("/rules", tags=["policy"])
-def add_rules(body: models.DomainsBody, policy: Policy) -> models.RuleChange:
-    """Add rules for several domains at once (existing rules are kept)."""
-    names = _normalize_all(body.domains)
-    changed = [name for name in names if not policy.has_rule(name)]
-    total = policy.count()
-    for name in changed:
-        total = policy.add_rule(name)
-    return models.RuleChange(
-        changed=changed, unchanged=[n for n in names if n not in changed], total=total
-    )
-
-
-@router.delete("/rules", tags=["policy"])
-def remove_rules(body: models.DomainsBody, policy: Policy) -> models.RuleChange:
-    """Remove the rules of several domains at once (unknown ones are reported unchanged)."""
-    names = _normalize_all(body.domains)
-    changed = [name for name in names if policy.has_rule(name)]
-    total = policy.count()
-    for name in changed:
-        total = policy.remove_rule(name)
-    return models.RuleChange(
-        changed=changed, unchanged=[n for n in names if n not in changed], total=total
-    )
 
 
 @router.get("/check/{domain}", tags=["policy"])
 def check(domain: str, policy: Policy, local: LocalDomain) -> models.Decision:
-    """The decision `check_federation_policy` makes for DOMAIN, with its reason."""
+    """The decision `check_federation_policy` makes for DOMAIN, with its reason: the
+    deciding rule and every rule that matches, most specific first."""
     decision = explain_federation_policy(domain, policy, local_domain=local)
+    now = time.time()
     return models.Decision(
         domain=decision.domain,
         allowed=decision.allowed,
         policy=decision.policy,
         reason=decision.reason,
         rule=decision.rule,
+        matched=list(decision.matched),
+        rules=[rule_model(rule, now) for rule in decision.matched_rules],
     )
 
 
@@ -163,16 +134,6 @@ def status(stats: Stats) -> models.Status:
             for a in indexed_anomalies(stats.engine, stats.keys, sums)
         ],
     )
-
-
-def _normalize_all(domains: list[str]) -> list[str]:
-    """Every name validated first: one bad name is a 400 and nothing changes."""
-    names: list[str] = []
-    for domain in domains:
-        name = normalize_domain(domain)
-        if name not in names:
-            names.append(name)
-    return names
 
 
 def _model(stat: ServerStat) -> models.ServerStatModel:

@@ -35,6 +35,11 @@ class CliContext:
         finally:
             engine.close()
 
+    @property
+    def actor(self) -> str:
+        """The audit log's name for this command's changes: ``cli:<user>@<host>``."""
+        return cli_actor()
+
     def policy(self) -> PolicyStore:
         if self._policy is None:
             from ..policy.store import PolicyStore
@@ -61,6 +66,18 @@ class CliContext:
             self._policy.close()
         if self._stats is not None:
             self._stats.close()
+
+
+def cli_actor() -> str:
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return f"cli:{user}@{socket.gethostname()}"
 
 
 def current() -> CliContext:

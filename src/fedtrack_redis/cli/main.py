@@ -19,6 +19,7 @@ from ..errors import (
     ConfigurationError,
     FedtrackError,
     InvalidDomainError,
+    InvalidImportError,
     InvalidPolicyError,
     InvalidTransportError,
 )
@@ -106,9 +107,21 @@ def cli(
 
 
 def _register_commands() -> None:
-    from . import policy_commands, service_commands, stats_commands
+    from . import (
+        policy_commands,
+        rule_commands,
+        service_commands,
+        stats_commands,
+        transfer_commands,
+    )
 
-    for module in (policy_commands, stats_commands, service_commands):
+    for module in (
+        policy_commands,
+        rule_commands,
+        transfer_commands,
+        stats_commands,
+        service_commands,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -139,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (
         ConfigurationError,
         InvalidDomainError,
+        InvalidImportError,
         InvalidPolicyError,
         InvalidTransportError,
     ) as exc:

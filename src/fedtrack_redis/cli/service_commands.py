@@ -96,7 +96,7 @@ def db_rehydrate(yes: bool) -> None:
     from ..keys import NamespaceKeys
     from ..policy.sync import PolicyRedis, rebuild_redis
     from ..redact import redact_url
-    from .policy_commands import _confirm
+    from .rule_commands import confirm
 
     settings = current().settings
     url = settings.require_database()
@@ -104,7 +104,7 @@ def db_rehydrate(yes: bool) -> None:
     redis_engine = RedisEngine.open(settings.redis_url)
     try:
         identity = database_id(database)
-        _confirm(
+        confirm(
             f"Delete namespace {settings.namespace!r} from Redis and rebuild it from"
             f" {redact_url(url)} (database {identity})?",
             yes,

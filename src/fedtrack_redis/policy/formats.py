@@ -33,7 +33,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from .rules import ALLOW, BLOCK, EXCEPTION, SUBDOMAINS, Rule, make_rule, parse_effect, parse_rule
@@ -73,11 +73,13 @@ class InvalidEntry:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What a file holds: its format, its valid rules in file order, its invalid entries."""
+    """What a file holds: its format, its valid rules in file order (`lines[i]` is where
+    `rules[i]` is written), its invalid entries."""
 
     format: str
     rules: list[Rule]
     invalid: list[InvalidEntry]
+    lines: list[int] = field(default_factory=list)
 
 
 class _Collector:
@@ -86,6 +88,7 @@ class _Collector:
     def __init__(self, fmt: str) -> None:
         self.format = fmt
         self.rules: list[Rule] = []
+        self.lines: list[int] = []
         self.invalid: list[InvalidEntry] = []
         self._seen: dict[str, tuple[int, Rule]] = {}
 
@@ -100,6 +103,7 @@ class _Collector:
         if earlier is None:
             self._seen[rule.text] = (line, rule)
             self.rules.append(rule)
+            self.lines.append(line)
         elif earlier[1] != rule:
             self.invalid.append(
                 InvalidEntry(line, f"{rule.text} differs from the same rule on line {earlier[0]}")
@@ -109,7 +113,7 @@ class _Collector:
         self.invalid.append(InvalidEntry(line, reason))
 
     def result(self) -> ImportResult:
-        return ImportResult(self.format, self.rules, self.invalid)
+        return ImportResult(self.format, self.rules, self.invalid, self.lines)
 
 
 def detect_format(content: str, filename: str | None = None) -> str:
@@ -257,6 +261,8 @@ def _gotosocial_entry(entry: object, effect: str | None, source: str) -> Rule:
 
 
 def _fedtrack_entry(entry: object, effect: str | None, source: str) -> Rule:
+    if isinstance(entry, str):  # a bare rule text, as earlier versions' lists allowed
+        return make_rule(entry, effect=effect or EXCEPTION, source=source)
     if not isinstance(entry, dict):
         raise ValueError("not an object")
     text = _str(entry.get("text", entry.get("domain")), "text")

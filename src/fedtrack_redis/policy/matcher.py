@@ -39,11 +39,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .globs import Glob
+from .modes import ACCEPT, REJECT
 from .rules import ALLOW, EXACT, EXCEPTION, GLOB, NETWORK, SUBDOMAINS, Rule
 from .rules import is_address as _is_address
 from .rules import parse_rule as _parse_rule
 from .shards import Shards
-from .state import ACCEPT, REJECT
 
 DEFAULT_CACHE_SIZE = 100_000
 _BITS = {4: 32, 6: 128}
@@ -122,6 +122,13 @@ class Matcher:
         self._glob_keys: dict[tuple[int, int], int] = {}
         self._expiring: Shards[str, int] = _EMPTY
         self._next_expiry: float = math.inf
+
+    @property
+    def decisions(self) -> dict[str | None, Rule | None]:
+        """The decision cache (normalized name → deciding rule or None) that `decide`
+        reads first and fills; a caller on the hot path may read it directly, then call
+        `decide` on a miss."""
+        return self._cache
 
     @property
     def next_expiry(self) -> float:

@@ -1,62 +1,56 @@
 """`PolicyStore`: the cluster's federation policy, changed through the database.
 
-A change first checks that this process's database is the namespace's (G11), commits to
-the database under a new version (`db.bump_version`), is applied to this process's view,
-then to Redis by a script that also publishes it, all before the call returns. Every
-process's `PolicySync` applies it to its own view. Reads (`has_rule`, `list_rules`,
-`count`, `get_policy`) only touch process memory.
+A change checks that this process's database is the namespace's (G11), commits to the
+database under a new version with its audit entry in the same transaction, is applied
+to this process's view, then to Redis by a script that also publishes it, all before the
+call returns (`PolicyWriter`). Every process's `PolicySync` applies it to its own view.
+Reads (`has_rule`, `rules`, `list_rules`, `count`, `get_policy`) only touch process
+memory; `audit` reads the database.
 
 A store holds no database connection while it only follows the policy: `init()` reads
 the policy from Redis (the database only when Redis has none, and once for the schema
 check), and a change opens a connection for its own transaction (no pool on PostgreSQL).
-
-When Redis is down a change still commits and applies locally, then raises
-`PropagationPendingError`; the flusher leader finds Redis behind the database and
-rebuilds it, so the change reaches the whole cluster once Redis answers again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import redis
 import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
 from ..connections import database_engine
-from ..domain import DEFAULT_MEMO, normalize_domain
+from ..domain import DEFAULT_MEMO
 from ..engine import RedisEngine
-from ..errors import (
-    BackendUnavailableError,
-    DatabaseMismatchError,
-    NotInitializedError,
-    PropagationPendingError,
-)
+from ..errors import BackendUnavailableError, InvalidRuleError, NotInitializedError
 from ..identity import IdentityGuard, read_database_id
 from ..keys import NamespaceKeys
 from ..store import migrate
-from . import db
+from . import audit, changes, db
+from .audit import AuditEntry, check_actor
+from .edits import DEFAULT_EFFECT, DEFAULT_SOURCE, DEFAULT_TEXT, NOT_GIVEN, RuleEdit
+from .expiry import ExpiryClock
+from .formats import InvalidEntry
+from .imports import ImportReport
+from .rules import Rule, make_rule, parse_rule
 from .state import Change, PolicyState, PolicyView, parse_policy
-from .sync import PolicyRedis, PolicySync, rebuild_redis
+from .sync import PolicyRedis, PolicySync
+from .writer import PolicyWriter, database_errors, patiently
 
 log = logging.getLogger("fedtrack_redis.policy")
 
-T = TypeVar("T")
-
-#: How long `init()` keeps trying a database that refuses connections (too many clients).
-INIT_DATABASE_PATIENCE = 30.0
-
 
 class PolicyStore:
-    """Federation policy (ACCEPT/REJECT), domain rules and the federation switch.
+    """Federation policy (ACCEPT/REJECT), rules and the federation switch.
 
     ``database`` is a SQLAlchemy URL or Engine, ``redis`` a Redis URL (any engine) or
     client; the constructor does no I/O. Call `init()` once before use. ``database_id``
-    (``FEDTRACK_DATABASE_ID``) pins the identity of the namespace's database.
+    (``FEDTRACK_DATABASE_ID``) pins the identity of the namespace's database. Every
+    change takes ``actor=``, the audit log's name for who made it (default
+    ``library:<host>``).
     """
 
     def __init__(
@@ -80,13 +74,15 @@ class PolicyStore:
         self.guard = IdentityGuard(namespace, pinned=database_id, database_url=url)
         self._database: sa.Engine | None = None
         self._redis: RedisEngine | None = None
-        self._side: PolicyRedis | None = None
+        self._writer: PolicyWriter | None = None
         self._sync: PolicySync | None = None
+        self._expiry = ExpiryClock(self.state)
         self._closed = False
         self._listeners: list[Callable[[Change], None]] = []
 
     def _set_view(self, view: PolicyView) -> None:
         self.view = view
+        self._expiry.poke()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -100,8 +96,8 @@ class PolicyStore:
         if self._sync is not None:
             return self
         database = self._database_engine()
-        with _database_errors("checking the database schema"):
-            _patiently(lambda: _schema(database, migrate))
+        with database_errors("checking the database schema"):
+            patiently(lambda: _schema(database, migrate))
         engine = RedisEngine.open(self._redis_source)
         side = PolicyRedis(engine, self.keys)
         found = None
@@ -114,13 +110,15 @@ class PolicyStore:
             self.guard.observe([identity])
             self.state.replace(snapshot)
         else:
-            with _database_errors("loading the federation policy"):
-                self.state.replace(_patiently(lambda: db.load_snapshot(database)))
-        self._redis, self._side = engine, side
+            with database_errors("loading the federation policy"):
+                self.state.replace(patiently(lambda: db.load_snapshot(database)))
+        self._redis = engine
+        self._writer = PolicyWriter(database, side, self.guard, self.state)
         self._sync = PolicySync(
             self.state, side, self.guard, interval=self._resync_interval, listeners=self._listeners
         )
         self._sync.start()
+        self._expiry.start()
         return self
 
     def close(self) -> None:
@@ -128,6 +126,7 @@ class PolicyStore:
         if self._closed:
             return
         self._closed = True
+        self._expiry.close()
         if self._sync is not None:
             self._sync.close()
         if self._redis is not None:
@@ -146,15 +145,26 @@ class PolicyStore:
 
     # -- reads: process memory only ------------------------------------------------------
 
-    def has_rule(self, domain: str) -> bool:
-        """Whether a rule covers `domain` (False for an invalid name; never raises on I/O)."""
+    def has_rule(self, text: str) -> bool:
+        """Whether a rule with this text (any spelling `parse_rule` accepts) exists, expired
+        or not. It says nothing of what matches a name: that is `check_federation_policy`'s
+        and `explain_federation_policy`'s. False for an invalid text; never raises on I/O."""
         view = self._ready_view()
-        name = DEFAULT_MEMO.get(domain)
-        return name is not None and name in view.rules
+        canonical = _canonical(text)
+        return canonical is not None and canonical in view.rules
+
+    def get_rule(self, text: str) -> Rule | None:
+        """The rule with this text, with every field (None when there is none)."""
+        canonical = _canonical(text)
+        return None if canonical is None else self._ready_view().rules.get(canonical)
+
+    def rules(self) -> list[Rule]:
+        """Every rule with every field, by text (expired ones until the leader removes them)."""
+        return sorted(self._ready_view().rules.values(), key=lambda rule: rule.text)
 
     def list_rules(self) -> dict[str, int]:
-        """Every rule: domain → created_at (unix seconds)."""
-        return dict(self._ready_view().rules)
+        """Every rule: text → created_at (unix seconds)."""
+        return {rule.text: rule.created_at for rule in self.rules()}
 
     def count(self) -> int:
         return len(self._ready_view().rules)
@@ -166,6 +176,28 @@ class PolicyStore:
     def get_enabled(self) -> bool:
         """The cluster-wide federation switch; when off, only the local domain is allowed."""
         return self._ready_view().enabled
+
+    def audit(
+        self,
+        limit: int = 100,
+        *,
+        before_id: int | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        """The audit log, newest first: at most `limit` (1 to 1,000) entries, strictly
+        older than `before_id` (to page), of one `target` (a rule text in any spelling,
+        ``policy``, ``enabled``, ``*``, an import's name), at or after `since` (unix s).
+        Reads the database."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError("limit must be an integer from 1 to 1000")
+        self._ready_view()
+        targets = None if target is None else sorted({target, _canonical(target) or target})
+        with (
+            database_errors("reading the audit log"),
+            self._database_engine().connect() as connection,
+        ):
+            return audit.read(connection, limit, before_id=before_id, targets=targets, since=since)
 
     def ping_database(self) -> bool:
         """Whether the database answers a trivial query now."""
@@ -196,66 +228,102 @@ class PolicyStore:
         """Version of the policy this process holds (increases with every change)."""
         return self.view.version
 
-    # -- changes: database, then this view, then Redis + channel ---------------------
+    # -- changes: database (+ audit), then this view, then Redis + channel --------------
 
-    def add_rule(self, domain: str) -> int:
-        """Add a rule (adding an existing one keeps its first created_at); return the total."""
-        name = normalize_domain(domain)
-        with self._transaction() as (connection, identity):
-            version = db.bump_version(connection)
-            created = db.add_rule(connection, name, int(time.time()))
-            total = db.count_rules(connection)
-        self._propagate(Change(version, "add", domain=name, created_at=created), identity)
-        return total
+    def add_rule(
+        self,
+        text: str,
+        *,
+        effect: str = DEFAULT_EFFECT,
+        reason: str = DEFAULT_TEXT,
+        private_comment: str = DEFAULT_TEXT,
+        created_by: str | None = NOT_GIVEN,
+        expires_at: int | None = NOT_GIVEN,
+        source: str = DEFAULT_SOURCE,
+        actor: str | None = None,
+    ) -> int:
+        """Add a rule, or change the fields passed of the rule with this text; return how
+        many rules there are.
 
-    def add_rules(self, domains: Iterable[str]) -> int:
-        """Add many rules in one transaction; return how many were new.
-
-        Every name is validated first (one `InvalidDomainError` and nothing changes). The
-        cluster reloads the policy once (a ``resync``) instead of once per rule.
+        A new rule is created now, by `created_by` (default: the actor). Re-adding keeps
+        `created_at`, changes only the fields passed, and sets `updated_at`; a call that
+        changes nothing writes nothing. `expires_at` (unix seconds) must be in the future;
+        pass ``expires_at=None`` to make a rule permanent again. Raises `InvalidRuleError`
+        (an `InvalidDomainError`) for a bad text or field, before anything changes.
         """
-        names = sorted({normalize_domain(domain) for domain in domains})
-        with self._transaction() as (connection, _identity):
-            before = db.count_rules(connection)
-            db.bump_version(connection)
-            db.insert_rules(connection, names, int(time.time()))
-            added = db.count_rules(connection) - before
-        self._resync_everywhere()
-        return added
+        edit = RuleEdit.of(
+            text,
+            time.time(),
+            effect=effect,
+            reason=reason,
+            private_comment=private_comment,
+            created_by=created_by,
+            expires_at=expires_at,
+            source=source,
+        )
+        return self._write().run(changes.add(edit, check_actor(actor)))
 
-    def remove_rule(self, domain: str) -> int:
-        """Remove a rule (an unknown rule is not an error); return how many remain."""
-        name = normalize_domain(domain)
-        with self._transaction() as (connection, identity):
-            version = db.bump_version(connection)
-            db.remove_rule(connection, name)
-            total = db.count_rules(connection)
-        self._propagate(Change(version, "remove", domain=name), identity)
-        return total
+    def remove_rule(self, text: str, *, actor: str | None = None) -> int:
+        """Remove the rule with this text (an unknown rule is not an error, and writes
+        nothing); return how many remain."""
+        canonical = parse_rule(text).text
+        return self._write().run(changes.remove(canonical, check_actor(actor)))
 
-    def flush_rules(self) -> None:
-        """Remove every rule."""
-        with self._transaction() as (connection, identity):
-            version = db.bump_version(connection)
-            db.flush_rules(connection)
-        self._propagate(Change(version, "flush"), identity)
+    def flush_rules(self, *, actor: str | None = None) -> None:
+        """Remove every rule (one audit entry, target ``*``)."""
+        self._write().run(changes.flush(check_actor(actor)))
 
-    def set_policy(self, mode: str) -> None:
+    def add_rules(self, texts: Iterable[str], *, actor: str | None = None) -> int:
+        """Add many rules of any kind in one transaction (one audit entry, target
+        ``add_rules``); return how many were new. Existing rules are left as they are.
+
+        Every text is validated first (one `InvalidDomainError` and nothing changes).
+        """
+        rules = [make_rule(text) for text in texts]
+        report = self.import_rules(rules, fields=(), format="text", target="add_rules", actor=actor)
+        return len(report.added)
+
+    def import_rules(
+        self,
+        rules: Iterable[Rule],
+        *,
+        fields: Collection[str] | None = None,
+        format: str = "fedtrack-json",
+        target: str = "import",
+        invalid: Sequence[InvalidEntry] = (),
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> ImportReport:
+        """Merge `rules` into the stored ones in ONE transaction with ONE audit entry
+        (action ``import``, `target` the file's name).
+
+        A new text is added; a stored rule gets the `fields` of its incoming rule (None:
+        every field, a restore) and is skipped when nothing differs. The cluster hears
+        one message, or one resync above 1,000 changed rules. `dry_run` computes the same
+        report and changes nothing; so does an import that changes nothing.
+        """
+        unique = list({rule.text: rule for rule in rules}.values())
+        work = changes.merge(
+            unique,
+            fields,
+            fmt=format,
+            target=target,
+            invalid=invalid,
+            dry_run=dry_run,
+            actor=check_actor(actor),
+        )
+        return self._write().run(work)
+
+    def set_policy(self, mode: str, *, actor: str | None = None) -> None:
         """Set the cluster policy: ``ACCEPT`` or ``REJECT`` in any case."""
         policy = parse_policy(mode)
-        with self._transaction() as (connection, identity):
-            version = db.bump_version(connection)
-            db.set_setting(connection, "policy", policy)
-        self._propagate(Change(version, "policy", policy=policy), identity)
+        self._write().run(changes.set_policy(policy, check_actor(actor)))
 
-    def set_enabled(self, enabled: bool) -> None:
+    def set_enabled(self, enabled: bool, *, actor: str | None = None) -> None:
         """Turn federation on or off for the whole cluster."""
         if not isinstance(enabled, bool):
             raise TypeError("enabled must be a bool")
-        with self._transaction() as (connection, identity):
-            version = db.bump_version(connection)
-            db.set_setting(connection, "enabled", "true" if enabled else "false")
-        self._propagate(Change(version, "enabled", enabled=enabled), identity)
+        self._write().run(changes.set_enabled(enabled, check_actor(actor)))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -265,64 +333,26 @@ class PolicyStore:
             raise NotInitializedError("PolicyStore.init() has not been called (or it is closed)")
         return view
 
+    def _write(self) -> PolicyWriter:
+        self._ready_view()
+        assert self._writer is not None
+        return self._writer
+
     def _database_engine(self) -> sa.Engine:
         if self._database is None:
             self._database = database_engine(self._database_source, pooled=False)
         return self._database
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[tuple[sa.Connection, str]]:
-        """A transaction on the right database (G11): yields (connection, identity)."""
-        self._ready_view()
-        assert self._side is not None
-        try:
-            in_redis = [self._side.identity()]
-        except redis.RedisError:
-            in_redis = []  # Redis down: rely on the identity remembered
-        with (
-            _database_errors("changing the federation policy"),
-            self._database_engine().begin() as connection,
-        ):
-            identity = read_database_id(connection)
-            self.guard.check(identity, in_redis)
-            yield connection, identity
 
-    def _resync_everywhere(self) -> None:
-        assert self._side is not None
-        database = self._database_engine()
-        with _database_errors("reloading the federation policy"):
-            snapshot = db.load_snapshot(database)
-        self.state.replace(snapshot)
-        try:
-            rebuild_redis(database, self._side, self.guard)
-        except redis.RedisError as exc:
-            raise PropagationPendingError(
-                f"change committed (version {snapshot.version}) but Redis is unavailable ({exc});"
-                " every process applies it once Redis is back"
-            ) from exc
-
-    def _propagate(self, change: Change, identity: str) -> None:
-        assert self._side is not None
-        database = self._database_engine()
-        if self.state.apply(change) == "gap":  # we lagged: catch up from the database
-            with _database_errors("reloading the federation policy"):
-                self.state.replace(db.load_snapshot(database))
-        try:
-            outcome = self._side.apply(change, identity)
-            if outcome == -1:
-                rebuild_redis(database, self._side, self.guard)
-            elif outcome == -2:
-                raise DatabaseMismatchError(
-                    f"change committed to database {identity}, but Redis holds the policy of"
-                    f" database {self._side.identity()}; it was not propagated",
-                    expected=self._side.identity(),
-                    actual=identity,
-                )
-        except redis.RedisError as exc:
-            raise PropagationPendingError(
-                f"change committed (version {change.version}) but Redis is unavailable ({exc});"
-                " every process applies it once Redis is back"
-            ) from exc
+def _canonical(text: str) -> str | None:
+    """The canonical text of a rule, or None (never raises): a name through the memo."""
+    name = DEFAULT_MEMO.get(text)
+    if name is not None:
+        return name
+    try:
+        return parse_rule(text).text
+    except InvalidRuleError:
+        return None
 
 
 def _schema(database: sa.Engine, upgrade: bool) -> None:
@@ -330,28 +360,3 @@ def _schema(database: sa.Engine, upgrade: bool) -> None:
         migrate.upgrade(database)
     else:
         migrate.check(database)
-
-
-def _patiently(action: Callable[[], T]) -> T:
-    """Run `action`, retrying while the database refuses connections (too many clients,
-    a restart), for up to `INIT_DATABASE_PATIENCE` seconds."""
-    deadline = time.monotonic() + INIT_DATABASE_PATIENCE
-    delay = 0.05
-    while True:
-        try:
-            return action()
-        except sa.exc.OperationalError:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-@contextlib.contextmanager
-def _database_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise BackendUnavailableError(
-            f"database unavailable while {action} ({type(exc.orig).__name__})"
-        ) from exc

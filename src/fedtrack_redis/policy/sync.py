@@ -20,7 +20,6 @@ tag), and a subscription whose node stopped answering is recreated from scratch.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import threading
@@ -39,53 +38,21 @@ from ..keys import NamespaceKeys
 from ..metrics import PROPAGATION_SECONDS, THREAD_ERRORS
 from ..scripts import Scripts
 from . import db
+from .codec import decode_change, decode_rule, encode_change, encode_rule, published_at
 from .state import ACCEPT, Change, PolicyState, Snapshot
 
 log = logging.getLogger("fedtrack_redis.policy")
 
 #: Rules per HSET while a snapshot is written to its staging hash.
 STAGING_BATCH = 1000
+#: Seconds a staging hash lives if its writer dies before the swap.
+STAGING_TTL = 600
+#: Sliced reads of a large snapshot before falling back to one atomic read.
+SNAPSHOT_ATTEMPTS = 3
+#: Rules one change may carry (one script call): larger changes are a full resync.
+MAX_CHANGE_RULES = 1000
 #: Messages applied together at most (one new view for the whole burst).
 BURST = 1000
-
-
-def encode_change(change: Change) -> str:
-    return json.dumps(
-        {
-            "v": change.version,
-            "op": change.op,
-            "d": change.domain,
-            "t": change.created_at,
-            "p": change.policy,
-            "e": change.enabled,
-            "ts": round(time.time(), 6),
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_change(text: str) -> Change | None:
-    """The change in a channel message, or None for anything malformed."""
-    try:
-        data = json.loads(text)
-        return Change(
-            version=int(data["v"]),
-            op=str(data["op"]),
-            domain=str(data.get("d", "")),
-            created_at=int(data.get("t", 0)),
-            policy=str(data.get("p", "")),
-            enabled=bool(data.get("e", True)),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _published_at(text: str) -> float | None:
-    try:
-        value = json.loads(text).get("ts")
-        return float(value) if value is not None else None
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 class PolicyRedis:
@@ -104,14 +71,16 @@ class PolicyRedis:
     def apply(self, change: Change, identity: str) -> int:
         """1 applied, 0 already there, -1 Redis is missing an earlier change, -2 Redis
         holds the policy of another database."""
-        value = change.domain
+        value = ""
         if change.op == "policy":
             value = change.policy
         elif change.op == "enabled":
             value = "1" if change.enabled else "0"
-        args: list[str | int] = [change.version, change.op, value, change.created_at or ""]
-        args += [self.keys.policy_channel, encode_change(change)]
-        args += [self.engine.publish_command, identity]
+        args: list[str | int] = [change.version, change.op, value, self.keys.policy_channel]
+        args += [encode_change(change), self.engine.publish_command, identity]
+        for rule in change.rules:
+            args += [rule.text, encode_rule(rule)]
+        args += change.texts
         keys = [self.keys.rules, self.keys.policy_meta]
         return int(self._scripts.run("policy_apply", keys, args))
 
@@ -124,22 +93,26 @@ class PolicyRedis:
         """
         staging = self.keys.rules_staging(secrets.token_hex(8))
         client = self.client
-        items = list(snapshot.rules.items())
-        for start in range(0, len(items), STAGING_BATCH):
-            mapping = dict(items[start : start + STAGING_BATCH])
-            client.hset(staging, mapping=mapping)  # type: ignore[arg-type]
-        message = encode_change(Change(snapshot.version, "resync"))
-        args: list[str | int] = [
-            snapshot.version,
-            snapshot.policy,
-            "1" if snapshot.enabled else "0",
-            self.keys.policy_channel,
-            message,
-            self.engine.publish_command,
-            identity,
-        ]
-        keys = [self.keys.rules, self.keys.policy_meta, staging]
+        rules = list(snapshot.rules.values())
         try:
+            for start in range(0, len(rules), STAGING_BATCH):
+                mapping = {
+                    rule.text: encode_rule(rule) for rule in rules[start : start + STAGING_BATCH]
+                }
+                client.hset(staging, mapping=mapping)  # type: ignore[arg-type]
+                if start == 0:
+                    client.expire(staging, STAGING_TTL)
+            message = encode_change(Change(snapshot.version, "resync"))
+            args: list[str | int] = [
+                snapshot.version,
+                snapshot.policy,
+                "1" if snapshot.enabled else "0",
+                self.keys.policy_channel,
+                message,
+                self.engine.publish_command,
+                identity,
+            ]
+            keys = [self.keys.rules, self.keys.policy_meta, staging]
             return int(self._scripts.run("policy_replace", keys, args))
         except BaseException:
             client.unlink(staging)
@@ -156,25 +129,50 @@ class PolicyRedis:
         return str(value) if value is not None else None
 
     def read_snapshot(self) -> tuple[Snapshot, str | None] | None:
-        """The policy as Redis holds it (one atomic read) with its database identity, or
-        None when Redis has none."""
+        """The policy as Redis holds it, at one version, with its database identity, or
+        None when Redis has none.
+
+        A small policy is one atomic read. A large one is read in `STAGING_BATCH` slices
+        (HSCAN), so no single call holds Redis up for the whole hash, between two reads
+        of the version: every change bumps the version in the same script that changes
+        the rules, so an unchanged version means the slices form one snapshot. A version
+        that moved meanwhile means read again (a few times; then one atomic read).
+        """
+        for _attempt in range(SNAPSHOT_ATTEMPTS):
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self.keys.policy_meta)
+                pipe.hlen(self.keys.rules)
+                meta, size = pipe.execute()
+            if "version" not in meta:
+                return None
+            if size <= STAGING_BATCH:
+                break
+            values = dict(self.client.hscan_iter(self.keys.rules, count=STAGING_BATCH))
+            if self.client.hget(self.keys.policy_meta, "version") == meta["version"]:
+                return self._snapshot(meta, values), meta.get("database_id")
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.policy_meta)
             pipe.hgetall(self.keys.rules)
-            meta, rules = pipe.execute()
+            meta, values = pipe.execute()
         if "version" not in meta:
             return None
-        snapshot = Snapshot(
+        return self._snapshot(meta, values), meta.get("database_id")
+
+    @staticmethod
+    def _snapshot(meta: dict[str, str], values: dict[str, str]) -> Snapshot:
+        return Snapshot(
             version=int(meta["version"]),
             policy=meta.get("policy", ACCEPT),
             enabled=meta.get("enabled", "1") == "1",
-            rules={domain: int(created) for domain, created in rules.items()},
+            rules={text: decode_rule(text, value) for text, value in values.items()},
         )
-        return snapshot, meta.get("database_id")
 
 
-def rebuild_redis(database: sa.Engine, side: PolicyRedis, guard: IdentityGuard) -> Snapshot:
-    """Copy the database's policy into Redis (only if newer there) and return it.
+def rebuild_redis(
+    database: sa.Engine, side: PolicyRedis, guard: IdentityGuard, snapshot: Snapshot | None = None
+) -> Snapshot:
+    """Copy the database's policy (`snapshot` when just read) into Redis (only if newer
+    there) and return it.
 
     Raises `DatabaseMismatchError` (Redis untouched) when the database is not the one the
     namespace's policy came from.
@@ -182,7 +180,8 @@ def rebuild_redis(database: sa.Engine, side: PolicyRedis, guard: IdentityGuard) 
     with database.connect() as connection:
         identity = read_database_id(connection)
     guard.check(identity, [side.identity()])
-    snapshot = db.load_snapshot(database)
+    if snapshot is None:
+        snapshot = db.load_snapshot(database)
     if side.replace(snapshot, identity) == -2:
         guard.check(identity, [side.identity()])  # raises: someone else's policy got in
     return snapshot
@@ -315,32 +314,29 @@ class PolicySync:
         changes: list[tuple[Change, float | None]] = []
         message: dict[str, Any] | None = first
         while message is not None and len(changes) < BURST:
-            kind = message.get("type")
-            if kind in ("subscribe", "ssubscribe"):
-                self.resync_from_redis()  # (re)subscribed: we may have missed messages
-            elif kind in ("message", "smessage"):
-                data = str(message.get("data", ""))
-                change = decode_change(data)
-                if change is None:
-                    log.warning("policy sync: ignored a malformed message")
-                else:
-                    changes.append((change, _published_at(data)))
+            self._collect(message, changes)
             message = subscription.get(0.0)
         if changes:
             self._apply(changes)
 
     def handle(self, message: dict[str, Any]) -> None:
         """Handle one channel message (for tests; the thread uses `handle_burst`)."""
+        changes: list[tuple[Change, float | None]] = []
+        self._collect(message, changes)
+        if changes:
+            self._apply(changes)
+
+    def _collect(self, message: dict[str, Any], changes: list[tuple[Change, float | None]]) -> None:
         kind = message.get("type")
         if kind in ("subscribe", "ssubscribe"):
-            self.resync_from_redis()
+            self.resync_from_redis()  # (re)subscribed: we may have missed messages
         elif kind in ("message", "smessage"):
             data = str(message.get("data", ""))
             change = decode_change(data)
             if change is None:
                 log.warning("policy sync: ignored a malformed message")
             else:
-                self._apply([(change, _published_at(data))])
+                changes.append((change, published_at(data)))
 
     def _apply(self, changes: list[tuple[Change, float | None]]) -> None:
         outcomes = self._state.apply_many([change for change, _ in changes])

@@ -13,13 +13,48 @@ from ..stats import COUNTER_FIELDS
 
 metadata = sa.MetaData()
 
-#: Domain exception rules: a blocklist in ACCEPT mode, an allowlist in REJECT mode.
+#: Federation rules. ``domain`` holds the rule's canonical text (the original's column
+#: name, kept: an exact rule's text is the domain), whose form names its ``kind``.
+#: ``effect`` ``exception`` blocks in ACCEPT mode and allows in REJECT mode; ``block``
+#: and ``allow`` are the same in both. Times are unix seconds; ``expires_at`` NULL for
+#: a rule that never expires, ``updated_at`` NULL until the rule is first changed.
 federation_rules = sa.Table(
     "federation_rules",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("domain", sa.String(253), nullable=False, unique=True),
+    sa.Column("domain", sa.String(255), nullable=False, unique=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="exact"),
+    sa.Column("effect", sa.String(16), nullable=False, server_default="exception"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("private_comment", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(255), nullable=True),
+    sa.Column("source", sa.String(64), nullable=False, server_default="manual"),
+    sa.Column("updated_at", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_federation_rules_expires_at", "expires_at"),
+)
+
+#: Every change of the policy, written in the transaction of the change. ``before`` and
+#: ``after`` are JSON (NULL where nothing was); ``target`` is a rule text, ``policy``,
+#: ``enabled``, ``*`` (a flush) or an import's file name. Paged newest first by ``id``,
+#: alone or within one target.
+federation_audit = sa.Table(
+    "federation_audit",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("before", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("after", sa.JSON(none_as_null=True), nullable=True),
+    sa.Index("ix_federation_audit_target_id", "target", "id"),
 )
 
 #: Cluster settings: ``policy`` (ACCEPT/REJECT), ``enabled`` (true/false) and

@@ -430,8 +430,11 @@ def test_a_check_never_sees_new_rules_under_an_old_mode(
 ) -> None:
     """Two consistent states: (REJECT, {a}) and (ACCEPT, {}); in both, a.example is
     allowed. A torn read (REJECT without the rule, ACCEPT with it) would refuse it."""
+    from fedtrack_redis.policy.rules import parse_rule
+
     store = PolicyStore(migrated_postgres_url, redis_url, namespace=namespace)
     store.state.replace(Snapshot(version=0, policy="ACCEPT", enabled=True, rules={}))
+    rule = parse_rule("a.example")
     stop = threading.Event()
     refused: list[int] = []
 
@@ -441,13 +444,13 @@ def test_a_check_never_sees_new_rules_under_an_old_mode(
             store.state.apply_many(
                 [
                     Change(version + 1, "policy", policy="REJECT"),
-                    Change(version + 2, "add", domain="a.example", created_at=1),
+                    Change(version + 2, "add", rules=(rule,)),
                 ]
             )
             store.state.apply_many(
                 [
                     Change(version + 3, "policy", policy="ACCEPT"),
-                    Change(version + 4, "remove", domain="a.example"),
+                    Change(version + 4, "remove", texts=("a.example",)),
                 ]
             )
             version += 4

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fedtrack_redis.engine import RedisEngine, parse_redis_url
+from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.errors import ConfigurationError
+from fedtrack_redis.redis_url import parse_redis_url
 
 
 def test_single_server_forms() -> None:

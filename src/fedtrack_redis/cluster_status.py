@@ -54,6 +54,65 @@ class IdentityReport:
         }
 
 
+def engine_status(engine: RedisEngine) -> dict[str, Any]:
+    """Engine, nodes and replication state, for ``fedtrack status`` and ``/healthz``."""
+    nodes: list[dict[str, Any]] = []
+    for client in engine.primaries():
+        nodes.append(_node_status(client))
+    in_sync = all(node.get("replicas_in_sync", True) for node in nodes)
+    enough = all(
+        node.get("replicas", 0) >= engine.wait_replicas for node in nodes if "replicas" in node
+    )
+    result: dict[str, Any] = {
+        "engine": engine.kind,
+        "url": engine.description,
+        "nodes": nodes,
+        "wait_replicas": engine.wait_replicas,
+        "replicas_in_sync": in_sync,
+        "enough_replicas": enough,
+    }
+    if engine.kind == "sentinel":
+        try:
+            host, port = engine.sentinel_master()
+            result["master"] = f"{host}:{port}"
+        except redis.RedisError as exc:
+            result["master"] = f"unknown ({type(exc).__name__})"
+    return result
+
+
+def _node_status(client: redis.Redis) -> dict[str, Any]:
+    try:
+        info = client.info("replication")
+    except redis.RedisError as exc:
+        return {"address": _address(client), "up": False, "error": type(exc).__name__}
+    master_offset = int(info.get("master_repl_offset", 0))
+    replicas: list[dict[str, Any]] = []
+    for name, value in info.items():
+        if name.startswith("slave") and isinstance(value, dict):
+            replicas.append(
+                {
+                    "address": f"{value.get('ip')}:{value.get('port')}",
+                    "state": value.get("state"),
+                    "lag_bytes": max(0, master_offset - int(value.get("offset", 0))),
+                }
+            )
+    return {
+        "address": _address(client),
+        "up": True,
+        "role": info.get("role"),
+        "replicas": len(replicas),
+        "replicas_in_sync": all(r["state"] == "online" and r["lag_bytes"] == 0 for r in replicas),
+        "replica_details": replicas,
+    }
+
+
+def _address(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
 def identity_report(
     engine: RedisEngine,
     keys: NamespaceKeys,

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from .domain import normalize_domain
-from .engine import parse_redis_url
 from .errors import ConfigurationError, InvalidDomainError
 from .identity import validate_identity
 from .keys import validate_namespace
 from .redact import MASK, redact_url
+from .redis_url import parse_redis_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _SECRET_FIELD = re.compile(r"token|password|secret", re.IGNORECASE)

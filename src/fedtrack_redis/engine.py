@@ -28,8 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -38,7 +37,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .errors import ConfigurationError
-from .redact import redact_url
+from .redis_url import EngineKind, parse_redis_url
 from .scripts import REDIRECTS
 
 if TYPE_CHECKING:
@@ -55,145 +54,7 @@ REFRESH_INTERVAL = 0.2
 #: Least time between two checks of the Sentinel's master (`RedisEngine.verify_master`).
 MASTER_CHECK = 1.0
 
-EngineKind = Literal["single", "sentinel", "cluster"]
 T = TypeVar("T")
-
-_SCHEMES: dict[str, tuple[EngineKind, bool]] = {
-    "redis": ("single", False),
-    "rediss": ("single", True),
-    "unix": ("single", False),
-    "redis+sentinel": ("sentinel", False),
-    "rediss+sentinel": ("sentinel", True),
-    "redis+cluster": ("cluster", False),
-    "rediss+cluster": ("cluster", True),
-}
-
-
-@dataclass(frozen=True)
-class RedisURL:
-    """A parsed Redis URL of any engine (`parse_redis_url`)."""
-
-    url: str
-    kind: EngineKind
-    tls: bool
-    hosts: tuple[tuple[str, int], ...] = ()
-    service: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    wait_replicas: int = 0
-    #: The query string of a single-server URL, without ``wait_replicas``.
-    query: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def redacted(self) -> str:
-        return redact_url(self.url)
-
-    def __repr__(self) -> str:
-        return f"RedisURL({self.redacted!r})"
-
-
-def parse_redis_url(url: str, *, default_wait_replicas: int = 0) -> RedisURL:
-    """Parse any supported Redis URL; `ConfigurationError` (one line, redacted) otherwise."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(str(url))!r}: expected redis://, rediss://,"
-            " unix://, redis+sentinel://…/SERVICE or redis+cluster://…"
-        )
-    scheme, rest = url.split("://", 1)
-    if scheme.lower() not in _SCHEMES:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: unknown scheme {scheme!r} (expected redis,"
-            " rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster)"
-        )
-    kind, tls = _SCHEMES[scheme.lower()]
-    body, _, query_text = rest.partition("?")
-    query = dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True))
-    wait_replicas = _wait_replicas(url, query.pop("wait_replicas", None), default_wait_replicas)
-    if kind == "single":
-        return RedisURL(url, kind, tls, wait_replicas=wait_replicas, query=query)
-    userinfo, _, location = body.rpartition("@")
-    username, password = _credentials(userinfo)
-    hosts_text, _, path = location.partition("/")
-    hosts = _hosts(url, hosts_text)
-    db = _db(url, query.pop("db", None))
-    service = urllib.parse.unquote(path.strip("/"))
-    if kind == "sentinel" and not service:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: a sentinel URL names its service:"
-            " redis+sentinel://host:port[,host:port…]/SERVICE"
-        )
-    if kind == "cluster" and (service or db):
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: a cluster URL has no path or database"
-            " (Redis Cluster has only database 0)"
-        )
-    unknown = sorted(set(query) - {"sentinel_username", "sentinel_password"})
-    if unknown:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: unknown option(s) {', '.join(unknown)}"
-        )
-    return RedisURL(
-        url,
-        kind,
-        tls,
-        hosts=hosts,
-        service=service,
-        db=db,
-        username=username,
-        password=password,
-        wait_replicas=wait_replicas,
-        query=query,
-    )
-
-
-def _wait_replicas(url: str, raw: str | None, default: int) -> int:
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > 64:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: wait_replicas must be an integer"
-            f" from 0 to 64, got {raw!r}"
-        )
-    return int(raw)
-
-
-def _credentials(userinfo: str) -> tuple[str | None, str | None]:
-    if not userinfo:
-        return None, None
-    user, sep, password = userinfo.partition(":")
-    return (
-        urllib.parse.unquote(user) or None,
-        urllib.parse.unquote(password) if sep else None,
-    )
-
-
-def _hosts(url: str, text: str) -> tuple[tuple[str, int], ...]:
-    hosts: list[tuple[str, int]] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        host, sep, port = item.rpartition(":")
-        if item.startswith("[") and "]" in item:  # [IPv6]:port
-            host, _, port = item[1:].partition("]")
-            port = port.lstrip(":")
-            sep = ":" if port else ""
-        if not sep:
-            host, port = item, "26379" if "sentinel" in url.split("://", maxsplit=1)[0] else "6379"
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(
-                f"invalid Redis URL {redact_url(url)!r}: expected host:port[,host:port…],"
-                f" got {item!r}"
-            )
-        hosts.append((host, int(port)))
-    return tuple(hosts)
-
-
-def _db(url: str, raw: str | None) -> int:
-    if raw is None:
-        return 0
-    if not raw.isdigit():
-        raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: db must be an integer")
-    return int(raw)
 
 
 def _retry() -> Retry:
@@ -479,7 +340,7 @@ class RedisEngine:
             return
         self._master_checked = now
         try:
-            address = tuple(self._sentinel.discover_master(self._service))  # type: ignore[no-untyped-call]
+            address = self.sentinel_master()
         except redis.RedisError:
             return
         if self._master is not None and address != self._master:
@@ -490,7 +351,7 @@ class RedisEngine:
                 self._service,
             )
             self.client.connection_pool.disconnect()
-        self._master = (str(address[0]), int(address[1]))
+        self._master = address
 
     # -- pub/sub ------------------------------------------------------------------------------
 
@@ -520,29 +381,16 @@ class RedisEngine:
     # -- status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Engine, nodes and replication state, for ``fedtrack status`` and ``/healthz``."""
-        nodes: list[dict[str, Any]] = []
-        for client in self.primaries():
-            nodes.append(_node_status(client))
-        in_sync = all(node.get("replicas_in_sync", True) for node in nodes)
-        enough = all(
-            node.get("replicas", 0) >= self.wait_replicas for node in nodes if "replicas" in node
-        )
-        result: dict[str, Any] = {
-            "engine": self.kind,
-            "url": self.description,
-            "nodes": nodes,
-            "wait_replicas": self.wait_replicas,
-            "replicas_in_sync": in_sync,
-            "enough_replicas": enough,
-        }
-        if self.kind == "sentinel" and self._sentinel is not None:
-            try:
-                host, port = self._sentinel.discover_master(self._service)  # type: ignore[no-untyped-call]
-                result["master"] = f"{host}:{port}"
-            except redis.RedisError as exc:
-                result["master"] = f"unknown ({type(exc).__name__})"
-        return result
+        """Engine, nodes and replication state (`cluster_status.engine_status`)."""
+        from .cluster_status import engine_status
+
+        return engine_status(self)
+
+    def sentinel_master(self) -> tuple[str, int]:
+        """The master the sentinels name now (Sentinel only; raises `redis.RedisError`)."""
+        assert self._sentinel is not None, "not a Sentinel engine"
+        host, port = self._sentinel.discover_master(self._service)  # type: ignore[no-untyped-call]
+        return str(host), int(port)
 
     def ping(self) -> bool:
         try:
@@ -553,36 +401,3 @@ class RedisEngine:
     def close(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.client.close()
-
-
-def _node_status(client: redis.Redis) -> dict[str, Any]:
-    try:
-        info = client.info("replication")
-    except redis.RedisError as exc:
-        return {"address": _address(client), "up": False, "error": type(exc).__name__}
-    master_offset = int(info.get("master_repl_offset", 0))
-    replicas: list[dict[str, Any]] = []
-    for name, value in info.items():
-        if name.startswith("slave") and isinstance(value, dict):
-            replicas.append(
-                {
-                    "address": f"{value.get('ip')}:{value.get('port')}",
-                    "state": value.get("state"),
-                    "lag_bytes": max(0, master_offset - int(value.get("offset", 0))),
-                }
-            )
-    return {
-        "address": _address(client),
-        "up": True,
-        "role": info.get("role"),
-        "replicas": len(replicas),
-        "replicas_in_sync": all(r["state"] == "online" and r["lag_bytes"] == 0 for r in replicas),
-        "replica_details": replicas,
-    }
-
-
-def _address(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"

@@ -25,6 +25,7 @@ from fedtrack_redis import PolicyStore
 from servers import PostgresServer, RedisServer, wait_for
 
 __all__ = ["wait_for"]
+pytest_plugins = ["cli_helpers"]
 
 #: Where the machine's own services are looked for (overridable, so a test can pretend
 #: they are absent and check that throwaway servers are started instead).

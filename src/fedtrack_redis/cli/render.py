@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..check import Decision
@@ -12,19 +13,7 @@ from .output import timestamp
 
 def rule_json(rule: Rule) -> dict[str, Any]:
     """Every field of a rule; ``domain`` repeats the text (the original's key)."""
-    return {
-        "domain": rule.text,
-        "text": rule.text,
-        "kind": rule.kind,
-        "effect": rule.effect,
-        "reason": rule.reason,
-        "private_comment": rule.private_comment,
-        "created_by": rule.created_by,
-        "source": rule.source,
-        "created_at": rule.created_at,
-        "updated_at": rule.updated_at,
-        "expires_at": rule.expires_at,
-    }
+    return {"domain": rule.text, **dataclasses.asdict(rule)}
 
 
 def expiry(rule: Rule, now: float) -> str:

@@ -9,6 +9,7 @@ leader's expiry included: one lock order, so no two changes can deadlock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -102,18 +103,10 @@ def _rule(row: Sequence[Any]) -> Rule:
 
 
 def _values(rule: Rule) -> dict[str, Any]:
-    return {
-        "domain": rule.text,
-        "kind": rule.kind,
-        "effect": rule.effect,
-        "reason": rule.reason,
-        "private_comment": rule.private_comment,
-        "created_by": rule.created_by,
-        "source": rule.source,
-        "created_at": rule.created_at,
-        "updated_at": rule.updated_at,
-        "expires_at": rule.expires_at,
-    }
+    """A rule as table columns in `_FIELDS` order (COPY relies on it); the table names
+    its text ``domain``."""
+    values = {**dataclasses.asdict(rule), "domain": rule.text}
+    return {name: values[name] for name in _FIELDS}
 
 
 def get_rules(connection: sa.Connection, texts: Iterable[str]) -> dict[str, Rule]:

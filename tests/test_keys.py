@@ -6,9 +6,10 @@ import re
 import zlib
 
 import pytest
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from fedtrack_redis.errors import ConfigurationError
-from fedtrack_redis.keys import SHARDS, NamespaceKeys, shard_of, validate_worker_id
+from fedtrack_redis.keys import SHARDS, NamespaceKeys, shard_of, shard_tag, validate_worker_id
 
 TAG = re.compile(r"\{([^}]*)\}")
 
@@ -33,8 +34,32 @@ def test_every_key_of_a_shard_shares_its_tag() -> None:
             shard.leases,
             shard.lease("host-1.42.abc"),
         ]
-        assert {tag(name) for name in names} == {f"prod:{shard.shard:02d}"}
+        assert {tag(name) for name in names} == {shard_tag("prod", shard.shard)}
+        assert shard_tag("prod", shard.shard).startswith(f"prod:{shard.shard:02d}.")
     assert len({tag(shard.active) for shard in keys.shards}) == SHARDS
+
+
+#: The slots of the default namespace's shards. Pinned: a change to the tag scheme moves
+#: every stored hash to a new key, which needs a new schema version and a rehydrate.
+FEDTRACK_SLOTS = [
+    252, 1579, 2212, 3699, 4296, 5663, 6701, 7550,
+    8558, 9789, 10925, 11386, 12377, 14090, 15001, 15438,
+]  # fmt: skip
+
+
+def test_shard_slots_are_pinned_and_spread_evenly_over_the_masters() -> None:
+    keys = NamespaceKeys("fedtrack")
+    assert [key_slot(shard.totals.encode()) for shard in keys.shards] == FEDTRACK_SLOTS
+    for namespace in ("fedtrack", "prod", "a", "x" * 64):
+        slots = [
+            key_slot(NamespaceKeys(namespace).shards[s].active.encode()) for s in range(SHARDS)
+        ]
+        for masters in (1, 2, 3, 4, 6):
+            # `redis-cli --cluster create` splits the slots into equal ranges.
+            per_master = [0] * masters
+            for slot in slots:
+                per_master[slot * masters // REDIS_CLUSTER_HASH_SLOTS] += 1
+            assert max(per_master) - min(per_master) <= 1, (namespace, masters, per_master)
 
 
 def test_policy_keys_share_one_tag_apart_from_the_shards() -> None:

@@ -6,7 +6,9 @@ two together and bump `SCHEMA_VERSION`. Rules of the layout:
 * every key one script call touches shares one ``{hash tag}``, so every script runs
   unchanged on Redis Cluster;
 * per-domain keys are spread over `SHARDS` shards, each with its own tag
-  ``{<namespace>:<shard>}``, so a namespace spreads over every node of a cluster;
+  ``{<namespace>:<shard>.<salt>}`` whose slot lies in the shard's own sixteenth of the
+  slot space, so a cluster whose masters split the slots evenly gets an even share of
+  shards on every master;
 * policy keys live under the tag ``{<namespace>:policy}``, the flusher lock under
   ``{<namespace>:flusher}``;
 * only normalized domains (``a-z0-9.-:``) and validated namespaces / worker ids
@@ -18,7 +20,9 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .errors import ConfigurationError
 
@@ -56,16 +60,33 @@ def shard_of(domain: str) -> int:
     return zlib.crc32(domain.encode("ascii")) % SHARDS
 
 
+@cache
+def shard_tag(namespace: str, shard: int) -> str:
+    """The hash tag of one shard: ``<namespace>:<shard:02d>.<salt>`` with the smallest salt
+    whose Cluster slot falls in the shard's sixteenth of the slot space.
+
+    A plain ``<namespace>:<shard>`` tag lands where CRC16 puts it: for the namespace
+    ``fedtrack`` that is 8 of the 16 shards on the first master of an evenly split
+    3-master cluster. With the salt, masters that split the slots evenly each carry
+    `SHARDS` / masters shards (±1), whatever the namespace. About 16 tries per shard.
+    """
+    width = REDIS_CLUSTER_HASH_SLOTS // SHARDS
+    salt = 0
+    while key_slot(f"{namespace}:{shard:02d}.{salt}".encode()) // width != shard:
+        salt += 1
+    return f"{namespace}:{shard:02d}.{salt}"
+
+
 @dataclass(frozen=True)
 class ShardKeys:
-    """Keys of one shard of a namespace; all share the tag ``{<namespace>:<shard:02d>}``."""
+    """Keys of one shard of a namespace; all share the tag `shard_tag` gives."""
 
     namespace: str
     shard: int
 
     @cached_property
     def base(self) -> str:
-        return f"{PREFIX}:{{{self.namespace}:{self.shard:02d}}}"
+        return f"{PREFIX}:{{{shard_tag(self.namespace, self.shard)}}}"
 
     def domain(self, domain: str) -> str:
         """Hash of one domain's counters (fields named as `ServerStat`'s JSON)."""

@@ -53,6 +53,7 @@ def test_the_app_needs_a_token(settings: Settings) -> None:
         ("GET", "/api/federation/servers/a.example"),
         ("GET", "/api/federation/check/a.example"),
         ("GET", "/api/federation/status"),
+        ("GET", "/api/federation/engine"),
         ("GET", "/metrics"),
     ],
 )

@@ -264,3 +264,39 @@ def test_a_killed_workers_queue_lease_is_released(
         )
     finally:
         live.close()
+
+
+def test_the_api_names_the_engine_its_nodes_and_their_replicas(
+    engine_url: str, namespace: str, migrated_postgres_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from fedtrack_redis.api.app import create_app
+    from fedtrack_redis.config import Settings
+
+    token = "matrix-token-0123456789abcdefghijklmn"
+    settings = Settings(
+        redis_url=engine_url,
+        database_url=migrated_postgres_url,
+        namespace=namespace,
+        admin_token=token,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/federation/engine").status_code == 401
+        body = client.get(
+            "/api/federation/engine", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        health = client.get("/healthz").json()
+    kind = RedisEngine.open(engine_url).kind
+    assert body["redis"] == "ok"
+    assert body["engine"] == health["engine"] == kind
+    assert all(node["up"] and node["role"] == "master" for node in body["nodes"])
+    # The session's deployments: one bare server, a master with 2 replicas, 3 masters
+    # with one replica each.
+    expected = {"single": [0], "sentinel": [2], "cluster": [1, 1, 1]}[kind]
+    assert sorted(node["replicas"] for node in body["nodes"]) == expected
+    if kind == "sentinel":
+        assert body["master"] == body["nodes"][0]["address"]
+    for node in body["nodes"]:
+        assert len(node["replica_details"]) == node["replicas"]
+        assert all(r["state"] == "online" for r in node["replica_details"])

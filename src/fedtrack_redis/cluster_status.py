@@ -56,9 +56,15 @@ class IdentityReport:
 
 def engine_status(engine: RedisEngine) -> dict[str, Any]:
     """Engine, nodes and replication state, for ``fedtrack status`` and ``/healthz``."""
-    nodes: list[dict[str, Any]] = []
-    for client in engine.primaries():
-        nodes.append(_node_status(client))
+    master: str | None = None
+    if engine.kind == "sentinel":
+        try:
+            host, port = engine.sentinel_master()
+            master = f"{host}:{port}"
+        except redis.RedisError as exc:
+            master = f"unknown ({type(exc).__name__})"
+    # A Sentinel client's pool has no fixed address: the master is what the sentinels name.
+    nodes = [_node_status(client, master) for client in engine.primaries()]
     in_sync = all(node.get("replicas_in_sync", True) for node in nodes)
     enough = all(
         node.get("replicas", 0) >= engine.wait_replicas for node in nodes if "replicas" in node
@@ -71,20 +77,17 @@ def engine_status(engine: RedisEngine) -> dict[str, Any]:
         "replicas_in_sync": in_sync,
         "enough_replicas": enough,
     }
-    if engine.kind == "sentinel":
-        try:
-            host, port = engine.sentinel_master()
-            result["master"] = f"{host}:{port}"
-        except redis.RedisError as exc:
-            result["master"] = f"unknown ({type(exc).__name__})"
+    if master is not None:
+        result["master"] = master
     return result
 
 
-def _node_status(client: redis.Redis) -> dict[str, Any]:
+def _node_status(client: redis.Redis, address: str | None = None) -> dict[str, Any]:
+    address = address or _address(client)
     try:
         info = client.info("replication")
     except redis.RedisError as exc:
-        return {"address": _address(client), "up": False, "error": type(exc).__name__}
+        return {"address": address, "up": False, "error": type(exc).__name__}
     master_offset = int(info.get("master_repl_offset", 0))
     replicas: list[dict[str, Any]] = []
     for name, value in info.items():
@@ -97,7 +100,7 @@ def _node_status(client: redis.Redis) -> dict[str, Any]:
                 }
             )
     return {
-        "address": _address(client),
+        "address": address,
         "up": True,
         "role": info.get("role"),
         "replicas": len(replicas),

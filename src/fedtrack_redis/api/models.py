@@ -154,6 +154,35 @@ class Status(BaseModel):
     anomalies: list[AnomalyModel]
 
 
+class ReplicaModel(BaseModel):
+    address: str
+    state: str | None = None
+    lag_bytes: int = Field(description="Bytes of the primary's stream the replica lacks.")
+
+
+class NodeModel(BaseModel):
+    address: str
+    up: bool
+    role: str | None = None
+    replicas: int = 0
+    replicas_in_sync: bool = Field(default=False, description="Every replica online, no lag.")
+    replica_details: list[ReplicaModel] = []
+    error: str | None = None
+
+
+class EngineModel(BaseModel):
+    redis: str = Field(description="`ok`, or `unavailable (<error>)`.")
+    engine: str = Field(description="single, sentinel or cluster.")
+    url: str | None = Field(default=None, description="The Redis URL, password masked.")
+    master: str | None = Field(default=None, description="The master the sentinels name.")
+    wait_replicas: int = Field(default=0, description="Replicas each push waits for.")
+    replicas_in_sync: bool | None = None
+    enough_replicas: bool | None = Field(
+        default=None, description="Every primary has at least wait_replicas replicas."
+    )
+    nodes: list[NodeModel] = Field(default=[], description="Every primary, with its replicas.")
+
+
 class Health(BaseModel):
     redis: str
     database: str

@@ -136,5 +136,17 @@ def status(stats: Stats) -> models.Status:
     )
 
 
+@router.get("/engine", tags=["stats"])
+def engine(stats: Stats) -> models.EngineModel:
+    """The Redis engine and its nodes: every primary with its replicas, their state and
+    lag, and whether each primary has the replicas pushes wait for (the dashboard's
+    header). One INFO per primary."""
+    from ..cluster_status import describe
+
+    plumbing = describe(stats.engine, stats.keys)
+    plumbing.pop("database", None)
+    return models.EngineModel.model_validate(plumbing)
+
+
 def _model(stat: ServerStat) -> models.ServerStatModel:
     return models.ServerStatModel.model_validate(stat.to_dict())

@@ -1,1 +1,1 @@
-"""Benchmarks of fedtrack-redis against the DESIGN §5 targets (not tests)."""
+"""Benchmarks of fedtrack-redis against the README's performance targets (not tests)."""

@@ -1,4 +1,4 @@
-"""Run every §5 measurement, each beside its baseline, and publish the results.
+"""Run every performance measurement, each beside its baseline, and publish the results.
 
     .venv/bin/python -m benchmarks            # full run (< 10 min): writes benchmarks/RESULTS.md
     .venv/bin/python -m benchmarks --quick    # seconds: checks the suite works (CI)

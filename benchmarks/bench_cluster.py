@@ -1,4 +1,4 @@
-"""Whole-cluster throughput (§5): worker processes recording flat out on 2 cores, with
+"""Whole-cluster throughput: worker processes recording flat out on 2 cores, with
 exact totals checked in Redis and in PostgreSQL afterwards, beside two peers.
 
     .venv/bin/python -m benchmarks.bench_cluster [--quick]
@@ -14,7 +14,7 @@ exact totals checked in Redis and in PostgreSQL afterwards, beside two peers.
   row with ABSOLUTE values each second, so each overwrites the other's counts in
   PostgreSQL: the lost counts are what the table shows.
 
-The event mix is the hot path the §5 target is about: per domain visited, six
+The event mix is the hot path the cluster target is about: per domain visited, six
 `record_success` (two HTTPS, SMTP, HTTP, two inbound) and two `record_failure`; a second
 mix adds the in-flight gauge (`increment_queue` / `decrement_queue` around deliveries).
 """

@@ -1,8 +1,9 @@
-"""The flusher's §5 figures, each beside a baseline or peer measured in the same run.
+"""The flusher's figures, each beside a baseline or peer measured in the same run.
 
     .venv/bin/python -m benchmarks.bench_flusher [--quick]
 
-* flush: 100,000 changed domains read from Redis (``flush_read.lua``) and UPSERTed into
+* flush: 100,000 changed domains read from Redis (the closed epoch, page by page with
+  ``flush_page.lua``) and UPSERTed into
   PostgreSQL in one fenced transaction (COPY + ``INSERT … ON CONFLICT``), target ≤ 1 s;
   baseline: the same rows through a plain SQLAlchemy executemany UPSERT;
 * incremental against full-table flush: with 100,000 domains stored and 1 % of them
@@ -28,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ from benchmarks.report import Report
 from fedtrack_redis.connections import database_engine
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.hydrate import hydrate_shards
-from fedtrack_redis.keys import NamespaceKeys
+from fedtrack_redis.keys import NamespaceKeys, ShardKeys
+from fedtrack_redis.snapshot import PAGE, EpochReader
 from fedtrack_redis.store import stats as store
 
 LEADER = """
@@ -135,14 +137,20 @@ def bench_flush(
     populate(client, keys, count)
     flusher = Flusher(client, engine, namespace=keys.namespace, interval=3600)
     read_times: list[float] = []
-    original_read = flusher._read_shard
+    original_pages = EpochReader._raw_pages
 
-    def read_shard(index: int, candidates: set[str]) -> Any:
-        seconds, snapshot = timed(lambda: original_read(index, candidates))
-        read_times.append(seconds)
-        return snapshot
+    def timed_pages(reader: EpochReader, shard: ShardKeys) -> Iterator[list[str]]:
+        """Each page's Redis round trips (SSCAN/HSCAN and flush_page.lua), timed."""
+        pages = original_pages(reader, shard)
+        while True:
+            started = time.perf_counter()
+            page = next(pages, None)
+            read_times.append(time.perf_counter() - started)
+            if page is None:
+                return
+            yield page
 
-    flusher._read_shard = read_shard  # type: ignore[method-assign]
+    EpochReader._raw_pages = timed_pages  # type: ignore[method-assign]
     longest_script = 0.0
     try:
         insert, rows = timed(flusher.flush_once)  # first flush as leader: full, all INSERTs
@@ -174,6 +182,7 @@ def bench_flush(
             f"{rows_incremental:,} rows written for {changed:,} changed",
         )
     finally:
+        EpochReader._raw_pages = original_pages  # type: ignore[method-assign]
         flusher.stop()
     # The same rows written directly: COPY path vs plain executemany, one transaction each.
     with engine.connect() as connection:
@@ -206,14 +215,14 @@ def bench_flush(
         note=(
             f"Median of {repeats} flushes with every row already stored"
             f" ({', '.join(f'{u:.3f}' for u in updates)} s)."
-            f" Reading the 16 shards from Redis (flush_read.lua, client side) took"
-            f" {median(reads):.3f} s, of which Redis ran the script {median(scripts):.3f} s"
-            f" (INFO commandstats; HGETALL of each hash and its stats line), and the"
+            f" Reading the closed epochs from Redis (page by page: SSCAN and flush_page.lua"
+            f" of {PAGE} domains, on a helper thread) took {median(reads):.3f} s, of which"
+            f" Redis ran scripts {median(scripts):.3f} s (INFO commandstats), and the"
             f" COPY + UPSERT alone takes {median(copy_times):.3f} s: the writes overlap with"
             " the reads, so the flush takes about the longer of the two. The longest"
-            f" single shard read was {longest_script * 1000:.0f} ms: Redis serves nobody else"
-            " meanwhile (the snapshot of a shard must be atomic). First flush (all INSERTs):"
-            f" {insert:.3f} s."
+            f" single page read was {longest_script * 1000:.1f} ms: the epoch is frozen by"
+            " copy-on-write, so Redis is never held for more than one page. First flush"
+            f" (all INSERTs): {insert:.3f} s."
         ),
     )
     report.figure(

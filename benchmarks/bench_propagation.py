@@ -1,4 +1,4 @@
-"""Policy propagation (§5): from the start of `add_rule` to the change being visible in 8
+"""Policy propagation: from the start of `add_rule` to the change being visible in 8
 other processes, p50/p99, with the processes idle and while they run the hot path flat out.
 
     .venv/bin/python -m benchmarks.bench_propagation [--quick]

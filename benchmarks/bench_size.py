@@ -28,7 +28,7 @@ from benchmarks.common import Env, percentile, scratch_database
 from benchmarks.report import Report
 
 SECTION = "size"
-TARGETS = {  # at a million domains; 100,000 keeps the §5 ones
+TARGETS = {  # at a million domains; 100,000 keeps the general ones
     "flush_s": 8.0,
     "hydrate_s": 8.0,
     "page_p99_ms": 50.0,

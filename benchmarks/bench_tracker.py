@@ -1,4 +1,4 @@
-"""The tracker's and the check's §5 figures, each beside a baseline of the same run.
+"""The tracker's and the check's figures, each beside a baseline of the same run.
 
     .venv/bin/python -m benchmarks.bench_tracker [--quick]
 
@@ -444,7 +444,8 @@ def bench_memory(env: Env, report: Report) -> None:
                     f" structure: hash {per_hash:.0f} B ({fields:.1f} fields, of which"
                     f" {buckets:.1f} latency buckets),"
                     f" activity index {active:.0f} B, changed set {changed:.0f} B (emptied"
-                    " by each flush). The hash's field names are fixed by the key schema (§4),"
+                    " by each flush). The hash's field names are fixed by the key schema"
+                    " (docs/redis-keys.md),"
                     " and each latency bucket a domain has seen is one more field."
                 ),
             )

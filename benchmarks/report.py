@@ -1,6 +1,6 @@
 """Collect the figures of one benchmark run and write them: Markdown, JSON and plots.
 
-A `Report` holds `Figure`s (a measured value, its §5 target when it has one, and the
+A `Report` holds `Figure`s (a measured value, its target when it has one, and the
 baseline or peer measured beside it in the same run), `Check`s (correctness: exact
 totals and the like; a failed check makes the run exit non-zero) and the raw series the
 plots are drawn from. Timing never fails a run; a missed target is reported as a miss.
@@ -33,13 +33,13 @@ SECTIONS = (
 
 @dataclass
 class Figure:
-    """One measured figure, with its §5 target (if any) and what it is compared with."""
+    """One measured figure, with its target (if any) and what it is compared with."""
 
     section: str
     name: str
     value: float
     unit: str
-    #: The §5 target as text (``"≤ 500 ns"``), or "" for a figure without one.
+    #: The target as text (``"≤ 500 ns"``), or "" for a figure without one.
     target: str = ""
     #: True when the target is met, False when missed, None without a target.
     passed: bool | None = None
@@ -181,7 +181,7 @@ def render_markdown(report: Report, plots: list[str]) -> str:
         + (f", {mode}" if report.quick else "")
         + ". Every figure is measured beside its baseline or peer in the same run, on the"
         " machine below, against a real Redis and a real PostgreSQL"
-        " (targets: DESIGN §5; a timing miss is reported, never hidden).",
+        " (targets: the README's performance table; a timing miss is reported, never hidden).",
         "",
         "| machine | |",
         "|---|---|",
@@ -197,7 +197,7 @@ def render_markdown(report: Report, plots: list[str]) -> str:
             + " |"
         )
     lines.append("")
-    lines += ["## Summary against the §5 targets", ""]
+    lines += ["## Summary against the targets", ""]
     lines += summary_table(report)
     lines.append("")
     failed = report.failed_checks

@@ -1,4 +1,4 @@
-"""The admin API's safety (§13) against real Redis and PostgreSQL: named and read-only
+"""The admin API's safety (docs/safety.md) against real Redis and PostgreSQL: named and read-only
 tokens, the caller's actor, the wrong-token limiter, security headers on every response,
 the /docs page, and error bodies and logs without driver text or passwords."""
 

@@ -43,8 +43,17 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
     exact = [check["name"] for check in checks if check["name"].startswith("exact totals")]
     assert any("Redis" in name for name in exact) and any("PostgreSQL" in name for name in exact)
     sections = {figure["section"] for figure in data["figures"]}
-    assert sections == {"hot path", "push", "cluster", "propagation", "flusher", "memory", "rules"}
-    assert "Summary against the §5 targets" in (tmp_path / "RESULTS.md").read_text()
+    assert sections == {
+        "hot path",
+        "push",
+        "cluster",
+        "propagation",
+        "flusher",
+        "memory",
+        "rules",
+        "engines",
+    }
+    assert "Summary against the targets" in (tmp_path / "RESULTS.md").read_text()
     assert (published.read_bytes() if published.exists() else None) == before
 
 

@@ -1,4 +1,5 @@
-"""normalize_domain: the cases of the original package, the §2 rules, and properties (unit)."""
+"""normalize_domain: the cases of the original package, the rules of docs/tracker.md,
+and properties (unit)."""
 
 from __future__ import annotations
 

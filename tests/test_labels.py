@@ -8,7 +8,12 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = [*ROOT.glob("src/fedtrack_redis/**/*.py"), *ROOT.glob("scripts/lua/*.lua")]
+CODE = [
+    *ROOT.glob("src/fedtrack_redis/**/*.py"),
+    *ROOT.glob("scripts/lua/*.lua"),
+    *ROOT.glob("benchmarks/*.py"),
+    *(path for path in ROOT.glob("tests/*.py") if path.name != "test_labels.py"),
+]
 DOCS = list((ROOT / "docs").glob("*.md"))
 
 

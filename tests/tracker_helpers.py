@@ -43,7 +43,7 @@ def domain_hash(client: redis.Redis, namespace: str, domain: str) -> dict[str, s
 
 
 def counters(client: redis.Redis, namespace: str, domain: str) -> dict[str, int]:
-    """The §2 counters of one domain hash (missing fields are 0)."""
+    """The counters of one domain hash (docs/redis-keys.md) (missing fields are 0)."""
     fields = domain_hash(client, namespace, domain)
     return {name: int(fields.get(name, 0)) for name in COUNTERS}
 

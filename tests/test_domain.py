@@ -1,4 +1,4 @@
-"""normalize_domain: the cases of the original package, the rules of docs/tracker.md,
+"""normalize_domain: the cases of the original package, the rules of docs/policy.md,
 and properties (unit)."""
 
 from __future__ import annotations

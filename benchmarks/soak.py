@@ -1,4 +1,4 @@
-"""Soak with faults (DESIGN §13, issue 11 item 9): ``python -m benchmarks.soak --minutes N``.
+"""Soak with faults (docs/safety.md): ``python -m benchmarks.soak --minutes N``.
 
 Runs, on a throwaway Redis Sentinel set (1 master, 2 replicas, 3 sentinels; the URL
 carries ``wait_replicas=2``, every replica, so a failover loses nothing acknowledged,

@@ -1,7 +1,7 @@
 """What the soak checks: readers of Redis and PostgreSQL, the sampling monitor that runs
 for the whole soak, and the final checks against the workers' ledgers.
 
-Redis is read through the public `StatsReader`; PostgreSQL with plain SQL on the §2
+Redis is read through the public `StatsReader`; PostgreSQL with plain SQL on the
 table ``federation_server_stats`` (one column per counter, ``latency_histogram`` as
 ``bucket:count,…``, docs/flusher.md).
 """

@@ -46,7 +46,7 @@ class Outcome:
 
 
 def read_database_rules(url: str) -> tuple[set[str], str]:
-    """The rules and the policy as the database holds them (the §2 tables; the rule's text
+    """The rules and the policy as the database holds them (its tables; the rule's text
     is the ``domain`` column, or ``text`` should rules v2 rename it)."""
     with psycopg.connect(libpq(url), autocommit=True) as connection:
         cursor = connection.execute("SELECT * FROM federation_rules")

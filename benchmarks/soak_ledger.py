@@ -34,7 +34,7 @@ from typing import Any
 
 from fedtrack_redis import normalize_domain
 
-#: The §2 counters of a domain, in the order of `ServerStat` and the table columns.
+#: The counters of a domain, in the order of `ServerStat` and the table columns.
 COUNTERS: tuple[str, ...] = (
     "failed_http",
     "failed_https",

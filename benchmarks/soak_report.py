@@ -112,7 +112,7 @@ def build_checks(soak: Soak, outcome: Outcome) -> list[Check]:
 
 #: Faults during which Redis loses the flusher lock: its holder keeps believing it leads
 #: until its next renewal while another flusher takes the free lock (fencing refuses the
-#: old one's writes: DESIGN §8, G10).
+#: old one's writes: docs/engines.md, G10).
 LOCK_LOST = ("sentinel-failover", "redis-restart")
 
 

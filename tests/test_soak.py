@@ -1,4 +1,4 @@
-"""The soak with faults (DESIGN §13, ``benchmarks/soak.py``) passes in 2 minutes.
+"""The soak with faults (``benchmarks/soak.py``, docs/safety.md) passes in 2 minutes.
 
 It starts its own Redis Sentinel set and PostgreSQL, so it needs neither the shared
 services nor the fixtures; 3 workers keep it within about 3 minutes on 2 cores. Every

@@ -1,12 +1,10 @@
-"""Minimal reproductions of the bugs the soak (``python -m benchmarks.soak``) found.
-
-Each is a strict ``xfail``: it documents the bug, shows in ``-ra`` output, and turns into
-a failure (XPASS) once the library is fixed, so that its marker is removed then.
-"""
+"""Minimal reproductions of the bugs the soak (``python -m benchmarks.soak``) found, kept
+as regression tests: a refused flusher keeps refusing after Redis loses its data (G11),
+hydrate with another database raises even when nothing is missing (G11), and a change
+whose rebuild loses the database raises PropagationPendingError, not a driver error."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import psycopg
@@ -16,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from conftest import create_database, drop_database, upgrade_schema
-from fedtrack_redis import FederationTracker, FedtrackError, Flusher, PolicyStore
-from fedtrack_redis.errors import DatabaseMismatchError
+from fedtrack_redis import FederationTracker, Flusher, PolicyStore
+from fedtrack_redis.errors import DatabaseMismatchError, PropagationPendingError
 from servers import RedisServer
 
 
@@ -35,11 +33,6 @@ def lose_everything(client: redis.Redis, namespace: str) -> None:
         client.delete(key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="G11 bug: a flusher on another database forgets the identity it was refused"
-    " for; once Redis loses its data it takes the lock and hydrates from its database",
-)
 def test_a_refused_flusher_keeps_refusing_after_redis_loses_its_data(
     redis_url: str,
     redis_client: redis.Redis,
@@ -56,21 +49,16 @@ def test_a_refused_flusher_keeps_refusing_after_redis_loses_its_data(
             wrong.flush_once()  # refused: Redis names another database (it read it)
         assert wrong.mismatch
         lose_everything(redis_client, namespace)
-        # DESIGN §13: every flusher remembers for its lifetime the first identity it reads
-        # in Redis and refuses any other even when Redis holds none.
+        # Every flusher remembers for its lifetime the first identity it reads in Redis and
+        # refuses any other even when Redis holds none (docs/safety.md).
         with pytest.raises(DatabaseMismatchError):
-            wrong.flush_once()  # today: takes the lock, rebuilds the policy and hydrates
+            wrong.flush_once()
     finally:
         wrong.stop()
     markers = {redis_client.get(key) for key in redis_client.scan_iter(f"fedtrack:{{{namespace}:*")}
     assert wrong.database_id not in markers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="G11 bug: tracker.hydrate(another database) returns 0 instead of raising"
-    " DatabaseMismatchError when no shard is missing",
-)
 def test_hydrate_with_another_database_raises_when_nothing_is_missing(
     redis_url: str, namespace: str, migrated_postgres_url: str, other_database: str
 ) -> None:
@@ -89,11 +77,6 @@ def test_hydrate_with_another_database_raises_when_nothing_is_missing(
         tracker.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a policy change whose Redis lags raises a raw sqlalchemy OperationalError"
-    " (not a FedtrackError) when the database fails between the commit and the rebuild",
-)
 def test_a_change_raises_a_fedtrack_error_when_the_database_fails_after_its_commit(
     migrated_postgres_url: str,
 ) -> None:
@@ -116,11 +99,14 @@ def test_a_change_raises_a_fedtrack_error_when_the_database_fails_after_its_comm
         store.add_rule("a.example")
         server.restart()  # Redis comes back empty: it is now behind the database
         down["armed"] = True
-        # Committed; Redis must then be rebuilt from the database, which is gone. The
-        # documented outcome is a FedtrackError (PropagationPendingError, or
-        # BackendUnavailableError); today sqlalchemy.exc.OperationalError escapes.
-        with contextlib.suppress(FedtrackError):
+        # Committed; Redis must then be rebuilt from the database, which is gone.
+        with pytest.raises(PropagationPendingError, match="committed"):
             store.add_rule("b.example")
+        down["armed"] = down["now"] = False
+        assert store.has_rule("b.example")  # applied in this process
+        with engine.connect() as connection:
+            stored = connection.execute(sa.text("SELECT domain FROM federation_rules"))
+            assert sorted(stored.scalars()) == ["a.example", "b.example"]
     finally:
         store.close()
         engine.dispose()

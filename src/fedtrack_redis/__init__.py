@@ -9,6 +9,7 @@ from .domain import normalize_domain
 from .errors import (
     BackendUnavailableError,
     ConfigurationError,
+    DatabaseMismatchError,
     FedtrackError,
     FencedOutError,
     InvalidDomainError,
@@ -18,6 +19,8 @@ from .errors import (
     InvalidTransportError,
     NotInitializedError,
     PropagationPendingError,
+    SchemaMismatchError,
+    UnreplicatedError,
 )
 from .flusher import Flusher
 from .globals import global_policy, global_tracker
@@ -33,6 +36,7 @@ __all__ = [
     "REJECT",
     "BackendUnavailableError",
     "ConfigurationError",
+    "DatabaseMismatchError",
     "Decision",
     "FederationTracker",
     "FedtrackError",
@@ -47,8 +51,10 @@ __all__ = [
     "PolicyStore",
     "PropagationPendingError",
     "Rule",
+    "SchemaMismatchError",
     "ServerStat",
     "StatsReader",
+    "UnreplicatedError",
     "check_federation_policy",
     "explain_federation_policy",
     "global_policy",

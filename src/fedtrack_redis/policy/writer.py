@@ -95,7 +95,7 @@ class PolicyWriter:
         self.state.replace(snapshot)
         try:
             rebuild_redis(self.database, self.side, self.guard, snapshot)
-        except redis.RedisError as exc:
+        except (redis.RedisError, sa.exc.DBAPIError) as exc:
             raise _pending(version, exc) from exc
 
     def propagate(self, change: Change, identity: str) -> None:
@@ -113,14 +113,23 @@ class PolicyWriter:
                     expected=self.side.identity(),
                     actual=identity,
                 )
-        except redis.RedisError as exc:
+        except (redis.RedisError, sa.exc.DBAPIError) as exc:
+            # Committed either way; a database lost between the commit and the rebuild of a
+            # lagging Redis leaves the rebuild to the flusher leader's reconciliation.
             raise _pending(change.version, exc) from exc
 
 
-def _pending(version: int, exc: redis.RedisError) -> PropagationPendingError:
+def _pending(version: int, exc: Exception) -> PropagationPendingError:
+    if isinstance(exc, redis.RedisError):
+        return PropagationPendingError(
+            f"change committed (version {version}) but Redis is unavailable ({exc});"
+            " every process applies it once Redis is back"
+        )
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     return PropagationPendingError(
-        f"change committed (version {version}) but Redis is unavailable ({exc});"
-        " every process applies it once Redis is back"
+        f"change committed (version {version}) but the database went away before Redis"
+        f" was rebuilt from it ({type(cause).__name__}); the flusher leader rebuilds Redis"
+        " once the database is back"
     )
 
 

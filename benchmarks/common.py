@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -123,7 +122,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def throwaway_redis() -> Iterator[str]:
     """A ``redis-server`` with no persistence on a free port, for this run only."""
-    with redis_server(shutil.which("redis-server") or "/usr/bin/redis-server") as url:
+    with redis_server() as url:
         yield url
 
 

@@ -10,25 +10,20 @@ import contextlib
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import psycopg
-import redis
+
+from fedtrack_redis.demo.services import RedisServer, free_port, redis_server_binary
+
+__all__ = ["PostgresServer", "RedisServer", "free_port", "redis_server_binary", "wait_for"]
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.02) -> T:
@@ -41,85 +36,6 @@ def wait_for(predicate: Callable[[], T], timeout: float, message: str, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s: {message}")
         time.sleep(interval)
-
-
-class RedisServer:
-    """A ``redis-server`` with no persistence on a free port.
-
-    ``extra_args`` are appended to the command line (a cluster node's or a replica's
-    options); subclasses may replace `command` altogether (a sentinel).
-    """
-
-    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="fedtrack-redis-")
-        self.extra_args = list(extra_args)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self) -> list[str]:
-        return [
-            redis_server_binary(),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir,
-            *self.extra_args,
-        ]
-
-    def start(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            wait_for(lambda: _answers(client), 10, f"redis-server on port {self.port}")
-        finally:
-            client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same port: with no persistence, it comes back empty."""
-        self.kill()
-        self.start()
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def redis_server_binary() -> str:
-    return shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def pg_binary(name: str) -> str:

@@ -96,3 +96,14 @@ def test_a_database_at_0003_keeps_its_rules_as_exact_exception_rules(
         store.add_rule("spam.example", reason="kept, now with a reason")
         rule = store.get_rule("spam.example")
         assert rule is not None and rule.created_at == old["spam.example"]
+
+
+def test_the_stats_table_leaves_room_for_in_place_updates(migrated_postgres_url: str) -> None:
+    """Flushes rewrite every changed row: fill factor 50 keeps those updates HOT."""
+    engine = sa.create_engine(migrated_postgres_url)
+    with engine.connect() as connection:
+        options = connection.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'federation_server_stats'"
+        ).scalar_one()
+    engine.dispose()
+    assert options == ["fillfactor=50"]

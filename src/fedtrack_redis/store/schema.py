@@ -81,6 +81,8 @@ federation_server_stats = sa.Table(
     ),
     sa.Column("last_active", sa.DateTime(timezone=True), nullable=True),
     sa.Column("latency_histogram", sa.Text, nullable=False, server_default=""),
+    # Room in each page for flushes to update rows in place (migration 0005).
+    postgresql_with={"fillfactor": 50},
 )
 
 #: Last push sequence applied per (shard, worker), copied with the stats it produced so

@@ -137,3 +137,17 @@ def test_top_lists_stay_bounded(
         # each shard keeps its slowest five: the global top five are among them
         got, _total = page(redis_client, keys, "latency", 5, 0)
         assert [s.domain for s in got] == [f"f{i}.example" for i in range(399, 394, -1)]
+
+
+def test_a_top_list_refresh_writes_members_and_only_the_best_newcomers() -> None:
+    from fedtrack_redis.tops import _List
+
+    item = _List("top", members={"old.example", "low.example"}, lowest=1.0, full=False)
+    for index in range(1_000):
+        item.offer(f"n{index}.example", float(index + 1))
+    item.offer("old.example", 0.5)  # a member's new score is written however low
+    written = item.to_write(size=10)
+    newcomers = sorted((d for d in written if d not in item.members), key=written.__getitem__)
+    assert newcomers == [f"n{index}.example" for index in range(990, 1_000)]
+    assert written["old.example"] == 0.5
+    assert len(written) == 11

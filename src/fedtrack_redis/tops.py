@@ -8,13 +8,17 @@ page shows are always read live from the hashes. Hydration fills them with what 
 restores, and a lease release updates the backlog at once. Each list keeps the
 `TOP_SIZE` highest scores of its shard, so their memory is bounded whatever the size.
 
-A refresh sends only what can change a list: the scores of its members, and of domains
-that beat its lowest score (or all while it is not full); at a million domains almost
-nothing of an epoch is sent.
+A refresh sends only what can change a list: the scores of its members, and of the
+`TOP_SIZE` best newcomers that beat its lowest score (or all while it is not full) —
+anything below those would be trimmed at once. So one write carries at most twice
+`TOP_SIZE` members whatever the epoch's size (a first flush of a million domains would
+otherwise send a whole shard in one ZADD), and at a million domains almost nothing of an
+epoch is sent.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from .chunk import TOP_SIZE
@@ -41,6 +45,16 @@ class _List:
             self.scores[domain] = score
         elif score <= 0 and domain in self.members:
             self.gone.append(domain)
+
+    def to_write(self, size: int) -> dict[str, float]:
+        """The members' new scores and the `size` best newcomers: the rest could not stay."""
+        newcomers = [domain for domain in self.scores if domain not in self.members]
+        if len(newcomers) <= size:
+            return self.scores
+        kept = {domain: self.scores[domain] for domain in self.scores if domain in self.members}
+        for domain in heapq.nlargest(size, newcomers, key=self.scores.__getitem__):
+            kept[domain] = self.scores[domain]
+        return kept
 
 
 class TopRefresh:
@@ -83,8 +97,9 @@ class TopRefresh:
         """Write what changed and trim each list to its `size` highest scores."""
         with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
             for item in self._lists:
-                if item.scores:
-                    pipe.zadd(item.key, item.scores)
+                scores = item.to_write(self._size)
+                if scores:
+                    pipe.zadd(item.key, scores)
                 if item.gone:
                     pipe.zrem(item.key, *item.gone)
                 pipe.zremrangebyrank(item.key, 0, -self._size - 1)

@@ -36,7 +36,7 @@ from benchmarks.common import (
 )
 from benchmarks.report import Report
 from fedtrack_redis import FederationTracker, PolicyStore, check_federation_policy
-from fedtrack_redis.batch import Recorder
+from fedtrack_redis.batch import Recorder, inflight_snapshot, release_inflight
 from fedtrack_redis.keys import NamespaceKeys
 
 BASELINE_LUA = """
@@ -396,7 +396,7 @@ def bench_memory(env: Env, report: Report) -> None:
                 for _ in range(rounds):
                     workload(tracker, domains, rng)
                     tracker.push(timeout=60)
-                tracker.release_inflight()
+                release_inflight(tracker)
                 tracker.push(timeout=60)
             finally:
                 tracker.close()
@@ -470,7 +470,7 @@ def bench_pending(env: Env, report: Report) -> None:
         workload(recorder, domains, rng)
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
-        inflight = recorder.inflight_snapshot()
+        inflight = inflight_snapshot(recorder)
         gauge = sys.getsizeof(inflight) / count if inflight else 0.0
         total = (after - before) / count
         report.figure(

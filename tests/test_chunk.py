@@ -59,3 +59,40 @@ def test_in_flight_counts_are_carried_and_leased() -> None:
 
 def test_pack_command_is_resp() -> None:
     assert pack_command("GET", "k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+
+
+def test_seal_encodes_one_line_per_domain() -> None:
+    shard = NamespaceKeys("ns").shards[3]
+    chunk = seal(
+        shard,
+        42,
+        "worker-1",
+        30_000,
+        600,
+        [
+            ("a.example", [1, 0, 0, 2, 0, 0, 1, 10.6, NOT_QUEUED, {5: 2}]),
+            ("b.example", [0, 0, 0, 0, 0, 0, 0, 0, 3, None]),
+        ],
+    )
+    assert chunk.keys[:7] == (
+        shard.hydrated,
+        shard.acks,
+        shard.ack_seen,
+        shard.active,
+        shard.changed,
+        shard.leases,
+        shard.lease("worker-1"),
+    )
+    assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
+    assert chunk.keys[11:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
+    assert chunk.args[4].split("\n") == [
+        "a.example||1,0,0,2,0,0,3,1,11|5:2",
+        "b.example|3|0,0,0,0,0,0,0,0,0|",
+    ]
+    assert chunk.leased == ("b.example",)
+    assert chunk.domains == 2
+
+
+def test_pack_command_sends_empty_arguments() -> None:
+    assert pack_command("SET", "k", "") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedtrack_redis.batch import Recorder
+from fedtrack_redis.batch import Recorder, take_batch
 from fedtrack_redis.keys import NamespaceKeys, shard_of
 from fedtrack_redis.pending import CHUNK_DOMAINS, CHUNK_WRITES, ShardQueues
 
@@ -14,7 +14,7 @@ def queues_with(events: int, domains: int) -> tuple[Recorder, ShardQueues]:
     queues = ShardQueues(recorder, KEYS, "w1", lease_ttl=30)
     for index in range(events):
         recorder.record_failure(f"d{index % domains}.example", "SMTP")
-    batch = recorder.swap()
+    batch = take_batch(recorder)
     assert batch is not None
     queues.absorb(batch)
     return recorder, queues
@@ -57,7 +57,7 @@ def test_sequence_numbers_increase_per_shard_and_a_sealed_chunk_is_kept_until_ac
     for chunk in first.values():
         queues.acknowledged(chunk, applied=True, lease_absent=False)
     recorder.record_failure("d0.example", "SMTP")
-    batch = recorder.swap()
+    batch = take_batch(recorder)
     assert batch is not None
     queues.absorb(batch)
     (nxt,) = queues.heads()
@@ -81,7 +81,7 @@ def test_heartbeats_keep_a_lease_of_in_flight_messages() -> None:
     recorder = Recorder()
     queues = ShardQueues(recorder, KEYS, "w1", lease_ttl=0.3)
     recorder.increment_queue("a.example")
-    batch = recorder.swap()
+    batch = take_batch(recorder)
     assert batch is not None
     queues.absorb(batch)
     (chunk,) = queues.heads()
@@ -97,3 +97,57 @@ def test_heartbeats_keep_a_lease_of_in_flight_messages() -> None:
     queues.plan_heartbeats()
     (beat,) = queues.heads()
     assert beat.domains == 0 and beat.shard == chunk.shard  # an empty chunk: lease renewed
+
+
+def sealed_lines(queues: ShardQueues, recorder: Recorder) -> dict[str, str]:
+    """Swap, absorb and seal every shard; domain → its chunk line."""
+    batch = take_batch(recorder)
+    if batch is not None:
+        queues.absorb(batch)
+    lines: dict[str, str] = {}
+    for chunk in queues.heads():
+        queues.acknowledged(chunk, applied=True, lease_absent=False)
+        for line in chunk.args[4].split("\n"):
+            if line:
+                lines[line.split("|")[0]] = line
+    return lines
+
+
+def test_an_unchanged_in_flight_count_is_not_sent_again() -> None:
+    recorder = Recorder()
+    queues = ShardQueues(recorder, NamespaceKeys("ns"), "w1", lease_ttl=30)
+    recorder.increment_queue("a.example")
+    assert sealed_lines(queues, recorder)["a.example"].split("|")[1] == "1"
+    recorder.increment_queue("a.example")  # queued and delivered within one interval
+    recorder.decrement_queue("a.example")
+    assert sealed_lines(queues, recorder)["a.example"].split("|")[1] == ""  # still 1
+    recorder.decrement_queue("a.example")
+    assert sealed_lines(queues, recorder)["a.example"].split("|")[1] == "0"
+    recorder.touch("a.example")
+    assert sealed_lines(queues, recorder)["a.example"].split("|")[1] == ""
+
+
+def test_a_lost_lease_makes_the_shard_send_every_count_again() -> None:
+    recorder = Recorder()
+    keys = NamespaceKeys("ns")
+    queues = ShardQueues(recorder, keys, "w1", lease_ttl=30)
+    for domain in ("a.example", "b.example", "c.example"):
+        recorder.increment_queue(domain)
+    sealed_lines(queues, recorder)
+    recorder.touch("a.example")
+    batch = take_batch(recorder)
+    assert batch is not None
+    queues.absorb(batch)
+    shard = keys.shard_for("a.example").shard
+    (chunk,) = [c for c in queues.heads() if c.shard == shard]
+    queues.acknowledged(chunk, applied=True, lease_absent=True)
+    resent = {
+        line.split("|")[0]: line.split("|")[1]
+        for c in queues.heads()
+        for line in c.args[4].split("\n")
+        if line
+    }
+    same_shard = {
+        d for d in ("a.example", "b.example", "c.example") if keys.shard_for(d).shard == shard
+    }
+    assert resent == dict.fromkeys(same_shard, "1")

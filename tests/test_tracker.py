@@ -523,3 +523,9 @@ def test_start_flusher_persists_and_close_stops_it(
     finally:
         engine.dispose()
     assert tuple(row) == (1, 42)
+
+
+def test_a_tracker_offers_its_users_no_batch_handling() -> None:
+    """Taking or releasing the batch is the pusher's: a user calling it would lose events."""
+    for name in ("swap", "take_batch", "inflight_snapshot", "release_inflight"):
+        assert not hasattr(FederationTracker, name), name

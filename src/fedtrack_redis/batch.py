@@ -252,43 +252,50 @@ class Recorder:
             else:
                 row[QUEUED] = count
 
-    # -- for the pusher ---------------------------------------------------------------
 
-    def swap(self) -> Batch | None:
-        """Take the pending batch (None when empty) and start a new one."""
-        with self._lock:
-            rows = self._rows
-            if not rows:
-                return None
-            histogram = self._histogram
-            self._rows = {}
-            self._histogram = defaultdict(int)
-        return Batch(rows, dict(histogram))
+# -- for the pusher: functions, not methods, so that `FederationTracker` (a `Recorder`)
+# offers its users only the recording calls: a user calling ``swap()`` on it would throw a
+# batch away.
 
-    def inflight_snapshot(self) -> dict[str, int]:
-        """A copy of this worker's in-flight counts (normalized domain → count > 0)."""
-        with self._lock:
-            return dict(self._inflight)
 
-    def release_inflight(self) -> int:
-        """Set every in-flight count to 0 in the pending batch (for `close`); how many."""
-        with self._lock:
-            inflight = self._inflight
-            rows = self._rows
-            for name in inflight:
-                row = rows.get(name)
-                if row is None:
-                    rows[name] = _new_row(0, rows)
-                else:
-                    row[QUEUED] = 0
-            released = len(inflight)
-            inflight.clear()
-            return released
+def take_batch(recorder: Recorder) -> Batch | None:
+    """Take `recorder`'s pending batch (None when empty) and start a new one."""
+    with recorder._lock:
+        rows = recorder._rows
+        if not rows:
+            return None
+        histogram = recorder._histogram
+        recorder._rows = {}
+        recorder._histogram = defaultdict(int)
+    return Batch(rows, dict(histogram))
 
-    def pending_domains(self) -> int:
-        """Domain spellings touched since the last swap."""
-        with self._lock:
-            return len(self._rows)
+
+def inflight_snapshot(recorder: Recorder) -> dict[str, int]:
+    """A copy of the worker's in-flight counts (normalized domain → count > 0)."""
+    with recorder._lock:
+        return dict(recorder._inflight)
+
+
+def release_inflight(recorder: Recorder) -> int:
+    """Set every in-flight count to 0 in the pending batch (for `close`); how many."""
+    with recorder._lock:
+        inflight = recorder._inflight
+        rows = recorder._rows
+        for name in inflight:
+            row = rows.get(name)
+            if row is None:
+                rows[name] = _new_row(0, rows)
+            else:
+                row[QUEUED] = 0
+        released = len(inflight)
+        inflight.clear()
+        return released
+
+
+def pending_spellings(recorder: Recorder) -> int:
+    """Domain spellings touched since the last `take_batch`."""
+    with recorder._lock:
+        return len(recorder._rows)
 
 
 def _normalized(domain: str) -> str:

@@ -25,6 +25,7 @@ from .batch import (
     SECOND_COUNT,
     Batch,
     Recorder,
+    inflight_snapshot,
 )
 from .chunk import (
     ACK_RETENTION_SECONDS,
@@ -180,7 +181,7 @@ class ShardQueues:
         due = [s for s in self.shards if s.leased and now - s.last_ack >= self._heartbeat_every]
         if not due:
             return
-        held = {self._shard(name) for name in self._recorder.inflight_snapshot()}
+        held = {self._shard(name) for name in inflight_snapshot(self._recorder)}
         for state in due:
             if state.keys.shard in held:
                 state.heartbeat = True
@@ -254,7 +255,7 @@ class ShardQueues:
         state.reassert = False
         pending = state.pending
         held_here = False
-        for name, count in self._recorder.inflight_snapshot().items():
+        for name, count in inflight_snapshot(self._recorder).items():
             if self._shard(name) != state.keys.shard:
                 continue
             held_here = True

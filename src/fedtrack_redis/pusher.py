@@ -44,7 +44,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 
 from . import scripts
-from .batch import Recorder
+from .batch import Recorder, pending_spellings, take_batch
 from .chunk import Chunk, pack_command
 from .engine import RedisEngine
 from .errors import BackendUnavailableError
@@ -189,7 +189,7 @@ class Pusher:
 
     def pending_domains(self) -> int:
         """Domains not yet acknowledged by Redis (pending, sealed, or in the batch)."""
-        return self._recorder.pending_domains() + self._queues.pending_domains()
+        return pending_spellings(self._recorder) + self._queues.pending_domains()
 
     # -- one cycle ------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class Pusher:
         """Swap, then send rounds until nothing is pending. False on a failure."""
         queues = self._queues
         self._engine.verify_master()
-        batch = self._recorder.swap()
+        batch = take_batch(self._recorder)
         if batch is not None:
             queues.absorb(batch)
         queues.plan_heartbeats()

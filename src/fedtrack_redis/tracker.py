@@ -35,7 +35,7 @@ import redis
 import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
-from .batch import Recorder
+from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
 from .engine import RedisEngine
@@ -211,7 +211,7 @@ class FederationTracker(Recorder):
             self._closed = True
             try:
                 self._pusher.stop()
-                self.release_inflight()
+                release_inflight(self)
                 self._pusher.push(timeout)
             except BackendUnavailableError as exc:
                 log.error("closing tracker %s: %s", self.worker_id, exc)

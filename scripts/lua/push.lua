@@ -11,14 +11,19 @@
 -- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
--- KEYS[11+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[12]   health    fedtrack:{<ns>:<SS>}:health           hash domain -> health record (failing domains only)
+-- KEYS[13]   held      fedtrack:{<ns>:<SS>}:held             zset domain -> next attempt (unix ms), the held-back domains
+-- KEYS[14]   healthmeta fedtrack:{<ns>:<SS>}:healthmeta      hash: rev, n:backoff, n:unavailable
+-- KEYS[15]   healthevents fedtrack:{<ns>:<SS>}:healthevents  stream of state changes, trimmed by time
+-- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[11+i]),
---            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[15+i]),
+--            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
+--            optionally followed by "|<health>" (absent or empty: no health data):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
 --              the difference with the lease hash is applied to queued_messages (never < 0)
@@ -26,9 +31,23 @@
 --              failed_smtp, success_http, success_https, success_smtp,
 --              successful_deliveries, inbound_deliveries, total_latency_ms
 --   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
+--   health     "<n>": n temporary outbound failures; "s<n>": an outbound success, then n
+--              temporary outbound failures (in the order recorded); see docs/health.md
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
+-- ARGV[8]    health settings, "" when no line carries health data:
+--            "<seed>;<failures>,<backoff_min_ms>,<backoff_max_ms>,<unavailable_after>,
+--            <period_ms>;<publish command>;<feed channel>;<event retention ms>"; the seed
+--            (an integer below 2^31, chosen when the chunk is sealed) makes the jitter of
+--            a byte-for-byte retry the same
+--
+-- Health (docs/health.md): a line with health data runs the state machine of its domain
+-- atomically with its counters. `health` holds "<state>,<count>,<since_ms>,<next_ms>,
+-- <periods>,<last_period>,<step>" for failing domains only (state h, b or u), `held` the
+-- domains in backoff or unavailable. Changes to `held` bump healthmeta's rev and are
+-- published on the feed channel as "<rev>\n<domain>|<state>|<next_ms>..." (state
+-- healthy, backoff, unavailable); each state change is an entry of `healthevents`.
 --
 -- Flush epochs (copy on write): while the flusher reads the closing epoch, `flushing` holds
 -- its domains; the first write to one of them copies its hash, as it was at the close, into
@@ -36,7 +55,7 @@
 -- the flusher sees every domain exactly as at the close, with `epochacks` renamed at the
 -- same instant: totals and acks of one instant, without one long call.
 --
--- Returns {status, lease_absent, fields, ack, marker}:
+-- Returns {status, lease_absent, fields, ack, marker, feed}:
 --   status        1 applied; 2 duplicate (seq <= acks[worker]: nothing done; the worker
 --                 acknowledges it when ack == seq, and renumbers its chunks when ack > seq,
 --                 since with one chunk in flight per shard only a seq reused from an earlier
@@ -50,6 +69,8 @@
 --   ack           the worker's stored seq after the call (as a string; "" when none)
 --   marker        the hydrated marker's value (the database identity; "" when refused as
 --                 not hydrated)
+--   feed          what was published on the feed channel ("" when nothing), so the
+--                 pushing worker's own view follows before its push returns
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
 
@@ -66,7 +87,7 @@ local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local cap = tonumber(ARGV[7])
 if not seq or not string.match(ARGV[2], '^[1-9]%d*$') or not ttl or not retention
-    or not cap or #ARGV ~= 7 then
+    or not cap or #ARGV ~= 8 then
   return {-1, 0, 0, '', marker}
 end
 if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
@@ -81,7 +102,8 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-local FIXED = 11
+  .. '(%|?s?%d*)'
+local FIXED = 15
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -97,6 +119,98 @@ local time = call('TIME')
 local stamp = time[1]
 local now = tonumber(stamp)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- health settings (parsed only when the chunk carries health data)
+local seed, F, MIN, MAX, U, PERIOD, PUBLISH, CHANNEL, RETAIN
+if ARGV[8] ~= '' then
+  local a, b, c, d, e, f, g, h, k, m = string.match(ARGV[8],
+    '^(%d+);(%d+),(%d+),(%d+),(%d+),(%d+);(%u+);([^;]+);(%d+)$')
+  if not a then
+    return {-1, 0, 0, last or '', marker}
+  end
+  seed, F, MIN, MAX, U, PERIOD = tonumber(a), tonumber(b), tonumber(c), tonumber(d),
+    tonumber(e), tonumber(f)
+  PUBLISH, CHANNEL, RETAIN = g, h, tonumber(k)
+end
+local feed = {}
+local state_delta = {b = 0, u = 0}
+local STATES = {h = 'healthy', b = 'backoff', u = 'unavailable'}
+
+-- a jitter factor in [0.8, 1.4) for the n-th line: Park-Miller on the chunk's seed
+local function jitter(n)
+  local x = (seed + n * 7919) % 2147483647
+  x = (x * 48271) % 2147483647
+  x = (x * 48271) % 2147483647
+  return 0.8 + 0.6 * x / 2147483647
+end
+
+local function health_line(n, domain, key, h)
+  local healed = string.sub(h, 1, 1) == 's'
+  local failures = tonumber(healed and string.sub(h, 2) or h) or 0
+  local cur = call('HGET', KEYS[12], domain)
+  local st, cnt, since, nxt, periods, lastp, step = 'h', 0, 0, 0, 0, -1, 0
+  if cur then
+    local a, b, c, d, e, f, g = string.match(cur, '^(%a),(%d+),(%d+),(%d+),(%d+),(-?%d+),(%d+)$')
+    if a then
+      st, cnt, since, nxt = a, tonumber(b), tonumber(c), tonumber(d)
+      periods, lastp, step = tonumber(e), tonumber(f), tonumber(g)
+    end
+  end
+  local before, before_next = st, nxt
+  if healed then
+    st, cnt, since, nxt, periods, lastp, step = 'h', 0, 0, 0, 0, -1, 0
+  end
+  if failures > 0 then
+    if cnt == 0 then
+      since, periods, lastp = now_ms, 0, -1
+    end
+    cnt = cnt + failures
+    local p = math.floor(now_ms / PERIOD)
+    if p ~= lastp then
+      periods, lastp = periods + 1, p
+    end
+    if cnt >= F then
+      if cnt - F > step then
+        step = cnt - F
+      end
+      if periods >= U then
+        st, nxt = 'u', now_ms + MAX
+      else
+        local interval = MIN * 2 ^ math.min(step, 60)
+        if interval > MAX then
+          interval = MAX
+        end
+        st, nxt = 'b', now_ms + math.floor(interval * jitter(n))
+      end
+    end
+  end
+  if cnt == 0 then
+    if cur then
+      call('HDEL', KEYS[12], domain)
+    end
+  else
+    call('HSET', KEYS[12], domain,
+      st .. ',' .. cnt .. ',' .. since .. ',' .. nxt .. ',' .. periods .. ',' .. lastp .. ',' .. step)
+  end
+  if st ~= 'h' then
+    if nxt ~= before_next or before == 'h' then
+      call('ZADD', KEYS[13], nxt, domain)
+      feed[#feed + 1] = domain .. '|' .. STATES[st] .. '|' .. nxt
+    end
+  elseif before ~= 'h' then
+    call('ZREM', KEYS[13], domain)
+    feed[#feed + 1] = domain .. '|healthy|0'
+  end
+  if st ~= before then
+    if before ~= 'h' then state_delta[before] = state_delta[before] - 1 end
+    if st ~= 'h' then state_delta[st] = state_delta[st] + 1 end
+    call('XADD', KEYS[15], 'MINID', '~', tostring(now_ms - RETAIN), '*',
+      'domain', domain, 'from', STATES[before], 'to', STATES[st], 'at', stamp,
+      'count', cnt, 'since', since, 'next', nxt, 'periods', periods,
+      'stats', table.concat(call('HGETALL', key), '\t'))
+  end
+end
+
 local lease_absent = 0
 if not call('ZSCORE', KEYS[6], worker) then
   lease_absent = 1
@@ -117,7 +231,7 @@ local function flush_members()
 end
 
 local i = FIXED
-for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmatch(ARGV[5], LINE) do
+for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in string.gmatch(ARGV[5], LINE) do
   i = i + 1
   local key = KEYS[i]
   if closing and call('SREM', KEYS[8], domain) == 1 then
@@ -165,6 +279,14 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
   if not stamped then
     call('HSET', key, 'last_active', stamp)
   end
+  if health ~= '' and seed then
+    if string.sub(health, 1, 1) == '|' then
+      health = string.sub(health, 2)
+    end
+    if health ~= '' then
+      health_line(i - FIXED, domain, key, health)
+    end
+  end
   fields = fields + 1
   scored[#scored + 1] = stamp
   scored[#scored + 1] = domain
@@ -209,4 +331,12 @@ if call('EXISTS', KEYS[7]) == 1 then
 else
   call('ZREM', KEYS[6], worker)
 end
-return {1, lease_absent, fields, given, marker}
+local published = ''
+if #feed > 0 then
+  local rev = call('HINCRBY', KEYS[14], 'rev', 1)
+  if state_delta.b ~= 0 then call('HINCRBY', KEYS[14], 'n:backoff', state_delta.b) end
+  if state_delta.u ~= 0 then call('HINCRBY', KEYS[14], 'n:unavailable', state_delta.u) end
+  published = rev .. '\n' .. table.concat(feed, '\n')
+  call(PUBLISH, CHANNEL, published)
+end
+return {1, lease_absent, fields, given, marker, published}

@@ -8,7 +8,8 @@ Layout, chosen for speed and a small footprint (targets in benchmarks/RESULTS.md
 per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling touched in the interval:
 
     [failed_http, failed_https, failed_smtp, success_http, success_https, success_smtp,
-     inbound, total_latency_ms, queued, row_id, bucket_1, count_1, bucket_2, count_2]
+     inbound, total_latency_ms, queued, row_id, bucket_1, count_1, bucket_2, count_2,
+     tail, healed]
 
 * Rows are keyed by the caller's spelling, so a known spelling costs one dict lookup for
   both validation and the row; a spelling is validated (`DomainMemo`) when its row is
@@ -20,6 +21,11 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
   ``row_id + bucket``, where ``row_id`` is the row's insertion index shifted left by 7
   bits (buckets are 0…100). A dict entry costs about 70 B, two list slots 16 B.
 * ``last_active`` is set by Redis's clock when the row is pushed: a row is a touch.
+* ``tail`` and ``healed`` are what delivery health (docs/health.md) needs of the order of
+  outcomes: ``healed`` is 1 once an outbound success was recorded in the interval, and
+  ``tail`` counts the temporary outbound failures recorded after the last one. That is
+  all "consecutive in the order recorded" depends on: a success wipes whatever came
+  before it. Permanent failures and inbound successes touch neither.
 
 In-flight counts (G8) persist across batches in ``inflight`` (normalized domain → count
 > 0); each step clamps at 0, so a decrement at 0 then an increment gives 1.
@@ -48,6 +54,10 @@ FIRST_BUCKET = 10
 FIRST_COUNT = 11
 SECOND_BUCKET = 12
 SECOND_COUNT = 13
+#: Temporary outbound failures recorded after the row's last outbound success.
+HEALTH_TAIL = 14
+#: 1 when the row holds an outbound success (the count restarts from `HEALTH_TAIL`).
+HEALTH_HEALED = 15
 #: The (bucket, count) slot pairs counted inline in a row.
 INLINE_BUCKETS = ((FIRST_BUCKET, FIRST_COUNT), (SECOND_BUCKET, SECOND_COUNT))
 ROW_ID_SHIFT = 7
@@ -130,7 +140,7 @@ class Batch(NamedTuple):
 
 
 def _new_row(queued: int, rows: dict[str, Row]) -> Row:
-    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0]
+    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0, 0, 0]
 
 
 class Recorder:
@@ -165,7 +175,8 @@ class Recorder:
         else:
             latency_ms, bucket = latency_bucket(latency_ms)
         # Row slots are literals here (a module constant costs a dict lookup per use):
-        # 6 INBOUND, 7 LATENCY, 9 ROW_ID, 10/11 FIRST_BUCKET/COUNT, 12/13 SECOND_...
+        # 6 INBOUND, 7 LATENCY, 9 ROW_ID, 10/11 FIRST_BUCKET/COUNT, 12/13 SECOND_...,
+        # 14 HEALTH_TAIL, 15 HEALTH_HEALED
         self._acquire()
         try:
             row = self._rows.get(domain)
@@ -174,6 +185,8 @@ class Recorder:
             row[slot] += 1
             row[7] += latency_ms
             if slot != 6:
+                row[14] = 0
+                row[15] = 1
                 if row[10] == bucket:
                     row[11] += 1
                 elif row[12] == bucket:
@@ -191,8 +204,13 @@ class Recorder:
         finally:
             self._release()
 
-    def record_failure(self, domain: str, transport: str) -> None:
-        """A failed delivery attempt to `domain` over HTTP, HTTPS or SMTP (any case)."""
+    def record_failure(self, domain: str, transport: str, *, permanent: bool = False) -> None:
+        """A failed delivery attempt to `domain` over HTTP, HTTPS or SMTP (any case).
+
+        `permanent` marks a failure the domain's health must not act on (an SMTP 5xx for
+        one recipient, an HTTP 4xx other than 401/408/429): it counts in the stats only,
+        so one bad address never holds a healthy domain back.
+        """
         try:
             slot = FAILURE_SLOTS[transport]
         except (KeyError, TypeError):
@@ -203,6 +221,8 @@ class Recorder:
             if row is None:
                 row = self._row(domain)
             row[slot] += 1
+            if not permanent:
+                row[14] += 1  # HEALTH_TAIL
         except TypeError:
             raise InvalidDomainError(domain, "not a string") from None
         finally:

@@ -8,22 +8,25 @@ The per-domain data travels in one argument, one line per domain, because redis-
 encodes each argument in pure Python (1 to 2 µs each); a 400-domain chunk then costs one
 string join instead of 1,600 argument encodings:
 
-    <domain>|<queued>|<counters>|<histogram>
+    <domain>|<queued>|<counters>|<histogram>[|<health>]
 
 ``queued`` is the worker's absolute in-flight count or empty; ``counters`` is always
 nine comma-separated deltas in `stats.COUNTER_FIELDS` order (so one strict pattern checks
 a whole line); ``histogram`` is empty or
-``bucket:count`` items separated by commas. Domains only hold ``a-z 0-9 . - :``, so the
-separators can never be forged.
+``bucket:count`` items separated by commas; ``health`` is present only when the row
+holds outbound outcomes: ``<n>`` temporary failures, or ``s<n>`` an outbound success then
+``n`` temporary failures (the order delivery health needs, docs/health.md). Domains only
+hold ``a-z 0-9 . - :``, so the separators can never be forged.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import NOT_QUEUED, ROW_ID_SHIFT
+from .batch import HEALTH_HEALED, HEALTH_TAIL, NOT_QUEUED, ROW_ID_SHIFT
 from .keys import ShardKeys
 
 #: Pending deltas of one domain: a batch row (`batch.Recorder`) whose slot 9 (the row id
@@ -62,6 +65,8 @@ class Chunk:
     #: The absolute in-flight counts this chunk carries (0 included): what the worker's
     #: lease hash holds for these domains once the chunk is applied.
     queued: dict[str, int] = field(default_factory=dict)
+    #: push.lua's ARGV[8]: the health settings with this chunk's jitter seed, or "".
+    health: str = ""
 
     def packed(self, sha: str, identity: str = "") -> bytes:
         """The RESP bytes of this call for script `sha`, expecting database `identity`.
@@ -78,6 +83,7 @@ class Chunk:
                 *self.args,
                 identity,
                 str(ACK_CAP),
+                self.health,
             )
             self.packed_for = (sha, identity)
         return self.wire
@@ -100,7 +106,10 @@ def pack_command(*items: str) -> bytes:
 def estimated_writes(entry: Pending) -> int:
     """Upper bound of the hash writes one pending domain costs push.lua."""
     buckets = entry[PENDING_BUCKETS]
-    return 12 + (len(buckets) if buckets else 0)
+    writes = 12 + (len(buckets) if buckets else 0)
+    if len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
+        writes += 6  # the health record, held, and now and then an event
+    return writes
 
 
 def seal(
@@ -110,8 +119,13 @@ def seal(
     lease_ttl_ms: int,
     ack_retention_s: int,
     taken: Iterable[tuple[str, Pending]],
+    health: str = "",
 ) -> Chunk:
-    """Encode `taken` (domain, pending deltas) as one push.lua call (see push.lua's header)."""
+    """Encode `taken` (domain, pending deltas) as one push.lua call (see push.lua's header).
+
+    `health` is push.lua's health settings without the seed (`HealthPolicy.script_spec`),
+    or "" to send no health data at all.
+    """
     keys = [
         shard.hydrated,
         shard.acks,
@@ -124,8 +138,13 @@ def seal(
         shard.snap,
         shard.epoch_acks,
         shard.totals,
+        shard.health,
+        shard.held,
+        shard.health_meta,
+        shard.health_events,
     ]
     lines: list[str] = []
+    carries_health = False
     leased: list[str] = []
     carried: dict[str, int] = {}
     domain_key = shard.domain
@@ -144,8 +163,21 @@ def seal(
             if queued > 0:
                 leased.append(name)
         histogram = ",".join([f"{b}:{c}" for b, c in buckets.items()]) if buckets else ""
-        lines.append(f"{name}|{held}|{counters}|{histogram}")
+        if health and len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
+            outcome = f"s{entry[HEALTH_TAIL]}" if entry[HEALTH_HEALED] else str(entry[HEALTH_TAIL])
+            lines.append(f"{name}|{held}|{counters}|{histogram}|{outcome}")
+            carries_health = True
+        else:
+            lines.append(f"{name}|{held}|{counters}|{histogram}")
     args = (worker_id, str(seq), str(lease_ttl_ms), str(ack_retention_s), "\n".join(lines))
+    spec = f"{random.getrandbits(31)};{health}" if carries_health else ""
     return Chunk(
-        shard.shard, seq, len(lines), tuple(leased), keys=tuple(keys), args=args, queued=carried
+        shard.shard,
+        seq,
+        len(lines),
+        tuple(leased),
+        keys=tuple(keys),
+        args=args,
+        queued=carried,
+        health=spec,
     )

@@ -174,6 +174,33 @@ class ShardKeys:
         """Sorted set: worker id → lease expiry (unix milliseconds) (G8)."""
         return f"{self.base}:leases"
 
+    @cached_property
+    def health(self) -> str:
+        """Hash: domain → health record of a failing domain (healthy ones have none)."""
+        return f"{self.base}:health"
+
+    @cached_property
+    def held(self) -> str:
+        """Sorted set: domain → next attempt (unix ms); exactly the domains not healthy
+        (backoff or unavailable)."""
+        return f"{self.base}:held"
+
+    @cached_property
+    def health_meta(self) -> str:
+        """Hash: ``rev`` (bumped with every change to `held`), ``n:backoff``,
+        ``n:unavailable`` (domains in each state)."""
+        return f"{self.base}:healthmeta"
+
+    @cached_property
+    def health_events(self) -> str:
+        """Stream: one entry per health state change, trimmed by time."""
+        return f"{self.base}:healthevents"
+
+    @cached_property
+    def health_feed(self) -> str:
+        """Pub/sub channel of changes to `held` (sharded on Cluster)."""
+        return f"{self.base}:healthfeed"
+
     def lease(self, worker_id: str) -> str:
         """Hash: domain → this worker's in-flight message count."""
         return f"{self.base}:lease:{worker_id}"
@@ -197,6 +224,10 @@ class ShardKeys:
             self.top_failures,
             self.top_latency,
             self.top_queued,
+            self.health,
+            self.held,
+            self.health_meta,
+            self.health_events,
         )
 
 
@@ -239,6 +270,12 @@ class NamespaceKeys:
     def policy_channel(self) -> str:
         """Pub/sub channel of policy changes (JSON messages, see docs/redis-keys.md)."""
         return f"{self.policy_tag}:changes"
+
+    @cached_property
+    def health_policy(self) -> str:
+        """String: the namespace's `HealthPolicy` (JSON), stored by the first process that
+        passes one explicitly."""
+        return f"{self.policy_tag}:health"
 
     @cached_property
     def flusher_lock(self) -> str:

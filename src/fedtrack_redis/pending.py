@@ -17,6 +17,8 @@ from itertools import islice
 from .batch import (
     FIRST_BUCKET,
     FIRST_COUNT,
+    HEALTH_HEALED,
+    HEALTH_TAIL,
     LATENCY,
     NOT_QUEUED,
     QUEUED,
@@ -77,6 +79,9 @@ class ShardQueues:
         first_seq = time.time_ns() // 1000
         self.shards = [ShardState(shard, first_seq) for shard in keys.shards]
         self._shard_cache: dict[str, int] = {}
+        #: push.lua's health settings per shard (`health.sync.HealthLink.specs`); empty:
+        #: chunks carry no health data.
+        self.health_specs: list[str] = []
 
     def pending_domains(self) -> int:
         """Domains pending or sealed (not yet acknowledged)."""
@@ -247,6 +252,7 @@ class ShardQueues:
                 self._lease_ttl_ms,
                 ACK_RETENTION_SECONDS,
                 taken,
+                self.health_specs[state.keys.shard] if self.health_specs else "",
             )
         )
 
@@ -261,7 +267,7 @@ class ShardQueues:
             held_here = True
             held = pending.get(name)
             if held is None:
-                pending[name] = [0, 0, 0, 0, 0, 0, 0, 0, count, None]
+                pending[name] = [0, 0, 0, 0, 0, 0, 0, 0, count, None, -1, 0, -1, 0, 0, 0]
             else:
                 held[QUEUED] = count
         if not held_here:
@@ -269,11 +275,18 @@ class ShardQueues:
 
 
 def _merge(held: Pending, row: Pending) -> None:
-    """Add a newer pending entry of the same domain into `held` (newest in-flight wins)."""
+    """Add a newer pending entry of the same domain into `held` (newest in-flight wins;
+    a newer outbound success wipes the older failure tail)."""
     for index in range(LATENCY + 1):
         held[index] += row[index]
     if row[QUEUED] != NOT_QUEUED:
         held[QUEUED] = row[QUEUED]
+    if len(row) > HEALTH_HEALED and len(held) > HEALTH_HEALED:
+        if row[HEALTH_HEALED]:
+            held[HEALTH_HEALED] = 1
+            held[HEALTH_TAIL] = row[HEALTH_TAIL]
+        else:
+            held[HEALTH_TAIL] += row[HEALTH_TAIL]
     buckets = row[PENDING_BUCKETS]
     if buckets:
         merged = held[PENDING_BUCKETS]

@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -47,12 +47,15 @@ from . import scripts
 from .batch import Recorder, pending_spellings, take_batch
 from .chunk import Chunk, pack_command
 from .engine import RedisEngine
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, ConfigurationError
 from .identity import is_identity
 from .keys import NamespaceKeys
 from .leases import REAP_INTERVAL, reap_expired_leases
 from .metrics import PUSH_PENDING, PUSH_REFUSED, PUSH_RETRIES, PUSH_SECONDS, THREAD_ERRORS
 from .pending import ShardQueues
+
+if TYPE_CHECKING:
+    from .health.sync import HealthLink
 
 log = logging.getLogger("fedtrack_redis.push")
 
@@ -89,8 +92,12 @@ class Pusher:
         interval: float,
         lease_ttl: float,
         database_id: str | None = None,
+        health: HealthLink | None = None,
     ) -> None:
         self._recorder = recorder
+        #: Delivery health: the namespace's policy for push.lua, and the view that the
+        #: feed of this worker's own chunks updates (None: chunks carry no health data).
+        self._health = health
         self._engine = engine
         self._keys = keys
         self._worker = worker_id
@@ -144,6 +151,9 @@ class Pusher:
                 try:
                     with self._cycle_lock:
                         ok = self._cycle()
+                except ConfigurationError as exc:  # a health policy the namespace refuses
+                    self._report("configuration", "push: %s; events stay pending", exc)
+                    ok = False
                 except Exception:  # a bug: keep everything pending, say so, go on
                     THREAD_ERRORS.labels("pusher").inc()
                     log.exception("push: unexpected error; events stay pending, retrying")
@@ -197,6 +207,8 @@ class Pusher:
         """Swap, then send rounds until nothing is pending. False on a failure."""
         queues = self._queues
         self._engine.verify_master()
+        if self._health is not None:
+            queues.health_specs = self._health.specs()
         batch = take_batch(self._recorder)
         if batch is not None:
             queues.absorb(batch)
@@ -310,7 +322,7 @@ class Pusher:
         for chunk, result in results:
             if isinstance(result, redis.exceptions.NoScriptError):
                 noscript = True
-            elif isinstance(result, list) and len(result) == 5:
+            elif isinstance(result, list) and len(result) >= 5:
                 outcome = self._outcome(chunk, result)
                 if outcome == NOT_HYDRATED:
                     unhydrated.append(chunk.shard)
@@ -399,6 +411,10 @@ class Pusher:
         else:
             self.stats.chunks += 1
             self.stats.fields += fields
+            if len(result) > 5 and result[5] and self._health is not None:
+                feed = result[5]
+                text = feed.decode() if isinstance(feed, bytes) else str(feed)
+                self._health.on_feed(chunk.shard, text)
         return status
 
     def _learn(self, marker: str) -> None:

@@ -38,8 +38,13 @@ from redis.cluster import RedisCluster
 from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
+from .domain import normalize_domain
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
+from .health.policy import DomainHealth, HealthPolicy
+from .health.store import HealthRedis
+from .health.sync import HealthLink, HealthSync
+from .health.view import HealthView
 from .identity import IdentityGuard, validate_identity
 from .keys import NamespaceKeys, validate_worker_id
 from .pusher import Pusher, PushStats
@@ -72,6 +77,8 @@ class FederationTracker(Recorder):
     this process dies. ``database_id`` (``FEDTRACK_DATABASE_ID``) pins the identity of
     the namespace's database: pushes to a shard that Redis holds for another database
     are refused and kept (G11); without it, the first identity a push sees is kept.
+    ``health`` is the namespace's `HealthPolicy` (docs/health.md): the first process
+    passing one stores it, processes passing none use the stored one.
     """
 
     def __init__(
@@ -83,8 +90,16 @@ class FederationTracker(Recorder):
         worker_id: str | None = None,
         lease_ttl: float = 30.0,
         database_id: str | None = None,
+        health: HealthPolicy | None = None,
     ) -> None:
         super().__init__()
+        if health is not None and not isinstance(health, HealthPolicy):
+            raise ConfigurationError(f"health: expected a HealthPolicy, got {health!r}")
+        self._health_policy = health
+        self._view = HealthView()
+        #: The view's held-back domains (one dict for the tracker's life): read by
+        #: `should_attempt` without a lock.
+        self._held = self._view.held
         self.keys = NamespaceKeys(namespace)
         self.namespace = namespace
         self._default_id = worker_id is None
@@ -98,7 +113,11 @@ class FederationTracker(Recorder):
         self._flushers: list[Flusher] = []
         self._close_lock = threading.Lock()
         self._closed = False
+        self._health_link = HealthLink(
+            HealthRedis(self._redis, self.keys), self._view, self._health_policy
+        )
         self._pusher = self._start_pusher()
+        self._health_sync = HealthSync(self._redis, self.keys, self._health_link).start()
         _register(self)
 
     def _start_pusher(self) -> Pusher:
@@ -110,6 +129,7 @@ class FederationTracker(Recorder):
             interval=self.push_interval,
             lease_ttl=self.lease_ttl,
             database_id=self._database_id,
+            health=self._health_link,
         )
         pusher.start()
         return pusher
@@ -129,7 +149,50 @@ class FederationTracker(Recorder):
         self._close_lock = threading.Lock()
         self._redis = RedisEngine.open(self._redis_source)  # never the parent's connections
         self._flushers = []
+        self._view = HealthView()
+        self._held = self._view.held
+        self._health_link = HealthLink(
+            HealthRedis(self._redis, self.keys), self._view, self._health_policy
+        )
         self._pusher = self._start_pusher()
+        self._health_sync = HealthSync(self._redis, self.keys, self._health_link).start()
+
+    # -- delivery health (docs/health.md) ------------------------------------------------
+
+    def should_attempt(self, domain: str) -> bool:
+        """Whether to attempt an outbound delivery to `domain` now (G1: memory only).
+
+        False while the domain is held back (backoff or unavailable), except for the one
+        probe per backoff interval that a background thread claimed for this process;
+        True for anything else, an invalid name included (it never raises).
+        """
+        if not self._held:
+            return True
+        return self._view.should_attempt(domain)
+
+    def health(self, domain: str) -> DomainHealth | None:
+        """The cluster's health of `domain` (read from Redis), None when it was never
+        recorded; this process's `should_attempt` follows the answer from now on."""
+        name = normalize_domain(domain)
+        found = self._health_link.side.read(name)
+        if found is not None:
+            self._view.follow(found)
+        return found
+
+    def reset_health(self, domain: str) -> str | None:
+        """Make `domain` healthy cluster-wide (an operator's decision: its failures are
+        forgotten, an event says so); returns its previous state, None when it had no
+        health record."""
+        name = normalize_domain(domain)
+        previous, feed = self._health_link.side.reset(name)
+        if feed:
+            self._view.apply_feed(self.keys.shard_for(name).shard, feed)
+        return previous
+
+    @property
+    def health_policy(self) -> HealthPolicy:
+        """The namespace's policy as this process last resolved it."""
+        return self._health_link.policy
 
     # -- reads (cluster-wide, from Redis) -------------------------------------------------
 
@@ -210,6 +273,7 @@ class FederationTracker(Recorder):
                 return
             self._closed = True
             try:
+                self._health_sync.close()
                 self._pusher.stop()
                 release_inflight(self)
                 self._pusher.push(timeout)

@@ -223,6 +223,8 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
         11: batch.FIRST_COUNT,
         12: batch.SECOND_BUCKET,
         13: batch.SECOND_COUNT,
+        14: batch.HEALTH_TAIL,
+        15: batch.HEALTH_HEALED,
     }
     assert all(literal == slot for literal, slot in named.items())
     tree = ast.parse(textwrap.dedent(inspect.getsource(batch.Recorder.record_success)))
@@ -236,6 +238,6 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
     }
     assert used and used <= set(named)
     fresh = batch._new_row(batch.NOT_QUEUED, {})
-    assert len(fresh) == batch.SECOND_COUNT + 1
+    assert len(fresh) == batch.HEALTH_HEALED + 1
     assert fresh[batch.QUEUED] == batch.NOT_QUEUED
     assert fresh[batch.FIRST_BUCKET] == fresh[batch.SECOND_BUCKET] == -1

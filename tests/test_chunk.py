@@ -84,7 +84,8 @@ def test_seal_encodes_one_line_per_domain() -> None:
         shard.lease("worker-1"),
     )
     assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
-    assert chunk.keys[11:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.keys[11:15] == (shard.health, shard.held, shard.health_meta, shard.health_events)
+    assert chunk.keys[15:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [
         "a.example||1,0,0,2,0,0,3,1,11|5:2",
@@ -96,3 +97,23 @@ def test_seal_encodes_one_line_per_domain() -> None:
 
 def test_pack_command_sends_empty_arguments() -> None:
     assert pack_command("SET", "k", "") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+
+
+def test_seal_appends_the_health_field_only_to_rows_with_outbound_outcomes() -> None:
+    shard = NamespaceKeys("ns").shards[0]
+    base = [0, 0, 0, 0, 0, 0, 0, 0, NOT_QUEUED, None, -1, 0, -1, 0]
+    rows = [
+        ("a.example", [*base, 2, 0]),  # two temporary failures
+        ("b.example", [*base, 1, 1]),  # a success, then one failure
+        ("c.example", [*base, 0, 0]),  # nothing health cares about
+    ]
+    chunk = seal(shard, 1, "w", 30_000, 600, rows, "3,1000,4000,7,86400000;PUBLISH;ch;1")
+    assert chunk.args[4].split("\n") == [
+        "a.example||0,0,0,0,0,0,0,0,0||2",
+        "b.example||0,0,0,0,0,0,0,0,0||s1",
+        "c.example||0,0,0,0,0,0,0,0,0|",
+    ]
+    seed, _, rest = chunk.health.partition(";")
+    assert seed.isdigit() and int(seed) < 2**31 and rest.startswith("3,1000,")
+    off = seal(shard, 2, "w", 30_000, 600, rows)
+    assert "|2" not in off.args[4] and off.health == ""

@@ -36,7 +36,7 @@
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
--- ARGV[8]    health settings, "" when no line carries health data:
+-- ARGV[8]    health settings, "" (or absent) when no line carries health data:
 --            "<seed>;<failures>,<backoff_min_ms>,<backoff_max_ms>,<unavailable_after>,
 --            <period_ms>;<publish command>;<feed channel>;<event retention ms>"; the seed
 --            (an integer below 2^31, chosen when the chunk is sealed) makes the jitter of
@@ -87,7 +87,7 @@ local ttl = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local cap = tonumber(ARGV[7])
 if not seq or not string.match(ARGV[2], '^[1-9]%d*$') or not ttl or not retention
-    or not cap or #ARGV ~= 8 then
+    or not cap or (#ARGV ~= 7 and #ARGV ~= 8) then
   return {-1, 0, 0, '', marker}
 end
 if ARGV[6] ~= '' and marker ~= ARGV[6] and string.match(marker, '^%x+$') and #marker == 32 then
@@ -122,7 +122,7 @@ local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 -- health settings (parsed only when the chunk carries health data)
 local seed, F, MIN, MAX, U, PERIOD, PUBLISH, CHANNEL, RETAIN
-if ARGV[8] ~= '' then
+if ARGV[8] and ARGV[8] ~= '' then
   local a, b, c, d, e, f, g, h, k, m = string.match(ARGV[8],
     '^(%d+);(%d+),(%d+),(%d+),(%d+),(%d+);(%u+);([^;]+);(%d+)$')
   if not a then

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..errors import FedtrackError
+from ..health.admin import HealthAdmin
 from ..policy.store import PolicyStore
 from ..reads import StatsReader
 from ..stats import ServerStat
@@ -86,8 +88,17 @@ class ClusterCollector(Collector):
         )
         latency.add_metric([], sums.get("total_latency_ms", 0))
         yield latency
-        domains = GaugeMetricFamily("fedtrack_domains", "Domains tracked in the namespace.")
-        domains.add_metric([], sums["domains"])
+        domains = GaugeMetricFamily(
+            "fedtrack_domains",
+            "Domains tracked in the namespace, per health state.",
+            labels=["state"],
+        )
+        try:
+            per_state = HealthAdmin(self._stats.engine, self._stats.keys).counts(sums["domains"])
+        except redis.RedisError:
+            per_state = {"healthy": sums["domains"]}
+        for state, count in per_state.items():
+            domains.add_metric([state], count)
         yield domains
         queued = GaugeMetricFamily("fedtrack_queued_messages", "Messages in flight, cluster-wide.")
         queued.add_metric([], sums.get("queued_messages", 0))

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..health.admin import HealthAdmin
     from ..policy.store import PolicyStore
     from ..reads import StatsReader
 
@@ -19,6 +22,8 @@ class CliContext:
     settings: Settings
     _policy: PolicyStore | None = field(default=None, init=False)
     _stats: StatsReader | None = field(default=None, init=False)
+    _health: HealthAdmin | None = field(default=None, init=False)
+    _audit_db: sa.Engine | None = field(default=None, init=False)
 
     def require_redis(self) -> None:
         """Fail fast (exit 1, one line) when Redis does not answer, before changing anything."""
@@ -61,7 +66,24 @@ class CliContext:
             self._stats = StatsReader(self.settings.redis_url, namespace=self.settings.namespace)
         return self._stats
 
+    def health(self) -> HealthAdmin:
+        if self._health is None:
+            from ..health.admin import HealthAdmin
+
+            self._health = HealthAdmin(self.stats().engine, self.stats().keys)
+        return self._health
+
+    def audit_database(self) -> sa.Engine | None:
+        """The database the audit log lives in, None when FEDTRACK_DATABASE_URL is unset."""
+        if self._audit_db is None and self.settings.database_url:
+            from ..connections import database_engine
+
+            self._audit_db = database_engine(self.settings.database_url, pooled=False)
+        return self._audit_db
+
     def close(self) -> None:
+        if self._audit_db is not None:
+            self._audit_db.dispose()
         if self._policy is not None:
             self._policy.close()
         if self._stats is not None:

@@ -108,6 +108,7 @@ def cli(
 
 def _register_commands() -> None:
     from . import (
+        health_commands,
         policy_commands,
         rule_commands,
         service_commands,
@@ -121,6 +122,7 @@ def _register_commands() -> None:
         transfer_commands,
         stats_commands,
         service_commands,
+        health_commands,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

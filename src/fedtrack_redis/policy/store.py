@@ -338,6 +338,11 @@ class PolicyStore:
         assert self._writer is not None
         return self._writer
 
+    def audit_database(self) -> sa.Engine:
+        """The database holding the audit log, for changes made elsewhere than here
+        (a delivery health reset) to be audited in the same log."""
+        return self._database_engine()
+
     def _database_engine(self) -> sa.Engine:
         if self._database is None:
             self._database = database_engine(self._database_source, pooled=False)

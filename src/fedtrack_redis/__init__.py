@@ -24,6 +24,8 @@ from .errors import (
 )
 from .flusher import Flusher
 from .globals import global_policy, global_tracker
+from .health.policy import DomainHealth, HealthPolicy
+from .health.webhooks import Webhook
 from .policy.rules import Rule, parse_rule
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
@@ -38,10 +40,12 @@ __all__ = [
     "ConfigurationError",
     "DatabaseMismatchError",
     "Decision",
+    "DomainHealth",
     "FederationTracker",
     "FedtrackError",
     "FencedOutError",
     "Flusher",
+    "HealthPolicy",
     "InvalidDomainError",
     "InvalidImportError",
     "InvalidPolicyError",
@@ -55,6 +59,7 @@ __all__ = [
     "ServerStat",
     "StatsReader",
     "UnreplicatedError",
+    "Webhook",
     "check_federation_policy",
     "explain_federation_policy",
     "global_policy",

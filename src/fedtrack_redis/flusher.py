@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 import sqlalchemy as sa
@@ -52,6 +52,7 @@ from .errors import (
     FedtrackError,
     FencedOutError,
 )
+from .health.webhooks import HealthDispatcher, Webhook
 from .identity import IdentityGuard, database_id, is_identity
 from .keys import NamespaceKeys, ShardKeys
 from .leases import reap_expired_leases
@@ -86,6 +87,7 @@ class Flusher:
         interval: float = 30.0,
         lock_ttl: float = 10.0,
         database_id: str | None = None,
+        webhooks: Sequence[Webhook] = (),
     ) -> None:
         for name, value in (("interval", interval), ("lock_ttl", lock_ttl)):
             if not isinstance(value, int | float) or not 0 < value < 86400:
@@ -114,6 +116,12 @@ class Flusher:
         #: Why this flusher refuses to work (G11), or None.
         self.mismatch: str | None = None
         track_mismatch(self)
+        #: Receivers of health events; the leader's `HealthDispatcher` sends them.
+        self.webhooks = tuple(webhooks)
+        for hook in self.webhooks:
+            if not isinstance(hook, Webhook):
+                raise ConfigurationError(f"webhooks: expected Webhook objects, got {hook!r}")
+        self._dispatcher: HealthDispatcher | None = None
         #: Test hook: called with "before_transaction", "after_read", "before_commit".
         self._hook: Callable[[str], None] | None = None
 
@@ -137,7 +145,15 @@ class Flusher:
             self._connect().start()
             self._thread = threading.Thread(target=self._run, name="fedtrack-flusher", daemon=True)
             self._thread.start()
+            assert self._engine is not None and self._db is not None
+            self._dispatcher = HealthDispatcher(
+                self._engine, self.keys, self._db, self.webhooks, self._may_dispatch
+            ).start()
         return self
+
+    def _may_dispatch(self) -> bool:
+        """The health events are the leader's, once the tables exist (G11 checked)."""
+        return self.is_leader and self._migrated and self.mismatch is None
 
     def flush_once(self) -> int:
         """Flush now if leader (becoming it if the lock is free); rows written, else 0.
@@ -179,6 +195,8 @@ class Flusher:
             return
         self._stopped = True
         self._stop.set()
+        if self._dispatcher is not None:
+            self._dispatcher.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(30.0, 3 * self.lock_ttl))
         election = self._election

@@ -28,6 +28,7 @@ import signal
 import socket
 import threading
 import weakref
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ from .stats import ServerStat
 
 if TYPE_CHECKING:
     from .flusher import Flusher
+    from .health.webhooks import Webhook
 
 log = logging.getLogger("fedtrack_redis.tracker")
 
@@ -245,8 +247,15 @@ class FederationTracker(Recorder):
             self._pusher.identity = self._pusher.identity or guard.remembered
         return restored
 
-    def start_flusher(self, database: str | sa.Engine, interval: float = 30.0) -> Flusher:
-        """Start a flusher (Redis → database) for this namespace; `close()` stops it."""
+    def start_flusher(
+        self,
+        database: str | sa.Engine,
+        interval: float = 30.0,
+        *,
+        webhooks: Sequence[Webhook] = (),
+    ) -> Flusher:
+        """Start a flusher (Redis → database) for this namespace; `close()` stops it.
+        While it leads, it keeps the health history and sends `webhooks`."""
         from .flusher import Flusher
 
         flusher = Flusher(
@@ -255,6 +264,7 @@ class FederationTracker(Recorder):
             namespace=self.namespace,
             interval=interval,
             database_id=self._database_id,
+            webhooks=webhooks,
         ).start()
         self._flushers.append(flusher)
         return flusher

@@ -114,3 +114,32 @@ federation_identity = sa.Table(
     sa.Column("database_id", sa.String(32), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+#: Delivery health state changes (docs/health.md), copied from the shards' event streams
+#: by the flusher leader; `id` is ``<shard>-<stream id>``, so a copy made twice is one row.
+federation_health_events = sa.Table(
+    "federation_health_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("domain", sa.String(255), nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Index("ix_federation_health_events_domain_at", "domain", "at"),
+)
+
+#: One row per (event, webhook URL): what is still to be delivered, and when to try again.
+federation_webhook_deliveries = sa.Table(
+    "federation_webhook_deliveries",
+    metadata,
+    sa.Column("event_id", sa.String(40), primary_key=True),
+    sa.Column("url", sa.String(2048), primary_key=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.BigInteger, nullable=True),
+    sa.Column("gave_up", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_federation_webhook_deliveries_due", "delivered_at", "next_at"),
+)

@@ -13,7 +13,8 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from .domain import normalize_domain
 from .errors import ConfigurationError, InvalidDomainError
@@ -21,6 +22,10 @@ from .identity import validate_identity
 from .keys import validate_namespace
 from .redact import MASK, redact_url
 from .redis_url import parse_redis_url
+
+if TYPE_CHECKING:
+    from .health.policy import HealthPolicy
+    from .health.webhooks import Webhook
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _SECRET_FIELD = re.compile(r"token|password|secret", re.IGNORECASE)
@@ -41,6 +46,11 @@ class Settings:
     admin_tokens: str | None = None
     database_id: str | None = None
     wait_replicas: int = 0
+    #: ``FEDTRACK_HEALTH_FAILURES``, ``FEDTRACK_BACKOFF_MIN`` / ``_MAX``,
+    #: ``FEDTRACK_UNAVAILABLE_DAYS``, ``FEDTRACK_HEALTH_PERIOD``; None when none is set.
+    health: HealthPolicy | None = None
+    #: ``FEDTRACK_WEBHOOK_URLS`` (comma-separated) signed with ``FEDTRACK_WEBHOOK_SECRET``.
+    webhooks: tuple[Webhook, ...] = field(default=())
 
     def __repr__(self) -> str:
         """Every field, with URL passwords redacted and tokens hidden."""
@@ -80,6 +90,8 @@ class Settings:
             admin_tokens=env.get("FEDTRACK_ADMIN_TOKENS") or None,
             database_id=validate_identity(database_id) if database_id else None,
             wait_replicas=wait_replicas,
+            health=_health(env),
+            webhooks=_webhooks(env),
         )
 
     def require_database(self) -> str:
@@ -149,3 +161,27 @@ def _local_domain(value: str) -> str:
         return normalize_domain(value)
     except InvalidDomainError as exc:
         raise ConfigurationError(f"FEDTRACK_LOCAL_DOMAIN: {exc}") from None
+
+
+def _health(env: Mapping[str, str]) -> HealthPolicy | None:
+    from .health.policy import HealthPolicy
+
+    return HealthPolicy.from_env(env)
+
+
+def _webhooks(env: Mapping[str, str]) -> tuple[Webhook, ...]:
+    from .health.webhooks import Webhook
+
+    urls = [url.strip() for url in env.get("FEDTRACK_WEBHOOK_URLS", "").split(",") if url.strip()]
+    if not urls:
+        return ()
+    secret = env.get("FEDTRACK_WEBHOOK_SECRET", "")
+    if not secret:
+        raise ConfigurationError(
+            "FEDTRACK_WEBHOOK_SECRET: required with FEDTRACK_WEBHOOK_URLS (receivers check"
+            " the signature)"
+        )
+    try:
+        return tuple(Webhook(url, secret) for url in urls)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"FEDTRACK_WEBHOOK_URLS: {exc}") from None

@@ -60,6 +60,7 @@ def global_tracker() -> FederationTracker:
                 namespace=settings.namespace,
                 push_interval=settings.push_interval,
                 database_id=settings.database_id,
+                health=settings.health,
             )
         return _tracker
 

@@ -44,6 +44,7 @@ def flusher_command(interval: float, lock_ttl: float) -> None:
         interval=interval,
         lock_ttl=lock_ttl,
         database_id=settings.database_id,
+        webhooks=settings.webhooks,
     ).start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -11,14 +11,22 @@
 -- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
--- KEYS[11+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[12]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
+--                                                         counter c (1-9, order below), "last"
+-- KEYS[13]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
+-- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
+--                                                         before its first write in that 5-min bucket
+-- KEYS[15]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
+--                                                         in that finished 5-min bucket
+-- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[11+i]),
---            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
+-- ARGV[5]    the chunk's domains, one line per domain i,
+--            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>"
+--            (line i goes with KEYS[15+i]):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
 --              the difference with the lease hash is applied to queued_messages (never < 0)
@@ -50,8 +58,16 @@
 --   ack           the worker's stored seq after the call (as a string; "" when none)
 --   marker        the hydrated marker's value (the database identity; "" when refused as
 --                 not hydrated)
+-- History (docs/history.md): the chunk's sums go into the shard's 1-minute and 5-minute
+-- buckets of the cluster series (shard buckets older than MINUTES_KEPT / FIVES_KEPT are
+-- trimmed when a new bucket opens); a domain's first write in a 5-minute bucket records
+-- its counters before the write in `base` (and, when `base` held an older bucket, that
+-- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
+-- one HMGET per chunk, a few calls per domain and bucket, nothing per event. Both are
+-- written inside the at-most-once apply, so every series sum is exact.
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
--- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
+-- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms,
+-- the history buckets).
 
 local unpack = table.unpack or unpack
 local call = redis.call
@@ -81,7 +97,7 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-local FIXED = 11
+local FIXED = 15
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -97,6 +113,69 @@ local time = call('TIME')
 local stamp = time[1]
 local now = tonumber(stamp)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- series:begin
+local MINUTES_KEPT, FIVES_KEPT = 180, 36
+local minute = math.floor(now / 60)
+local five = math.floor(now / 300)
+local fprefix = string.format('%d|', five)
+local plen = #fprefix
+local names = {}
+for domain in string.gmatch(ARGV[5], '([a-z0-9.:-]+)|[^\n]*') do
+  names[#names + 1] = domain
+end
+local bases = {}
+if #names > 0 then
+  bases = call('HMGET', KEYS[14], unpack(names))
+end
+local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
+  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
+-- the domain's counters now (before this chunk's write) become its base in this bucket;
+-- an older base closes that bucket's counts for the leader to keep or drop
+local function rebase(key, domain, old)
+  local now_values = call('HMGET', key, unpack(COUNTED))
+  for f = 1, 9 do
+    now_values[f] = now_values[f] or '0'
+  end
+  if old then
+    local bucket, values = string.match(old, '^(%d+)|(.*)$')
+    local counts, f, any = {}, 0, false
+    for value in string.gmatch(values, '%d+') do
+      f = f + 1
+      local count = tonumber(now_values[f]) - tonumber(value)
+      if count < 0 then
+        count = 0
+      end
+      if count ~= 0 then
+        any = true
+      end
+      counts[f] = string.format('%d', count)
+    end
+    if any then
+      call('HSET', KEYS[15], bucket .. '|' .. domain, table.concat(counts, ','))
+    end
+  end
+  call('HSET', KEYS[14], domain, fprefix .. table.concat(now_values, ','))
+end
+-- a new bucket in a shard series trims the buckets that fell out of what it keeps
+local function trim(key, bucket, kept)
+  local last = tonumber(call('HGET', key, 'last') or '0')
+  if bucket <= last then
+    return
+  end
+  if bucket - last >= kept then
+    call('DEL', key)
+  else
+    for old = last - kept + 1, bucket - kept do
+      local gone = {}
+      for f = 1, 9 do
+        gone[f] = string.format('%d:%d', old, f)
+      end
+      call('HDEL', key, unpack(gone))
+    end
+  end
+  call('HSET', key, 'last', string.format('%d', bucket))
+end
+-- series:end
 local lease_absent = 0
 if not call('ZSCORE', KEYS[6], worker) then
   lease_absent = 1
@@ -123,6 +202,12 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
   if closing and call('SREM', KEYS[8], domain) == 1 then
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
+  -- series:begin
+  local based = bases[i - FIXED]
+  if not based or string.sub(based, 1, plen) ~= fprefix then
+    rebase(key, domain, based)
+  end
+  -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
   if c2 ~= '0' then call('HINCRBY', key, 'failed_https', c2); s2 = s2 + c2; fields = fields + 1 end
   if c3 ~= '0' then call('HINCRBY', key, 'failed_smtp', c3); s3 = s3 + c3; fields = fields + 1 end
@@ -188,6 +273,17 @@ end
 for bucket, count in pairs(buckets) do
   call('HINCRBY', KEYS[11], 'h' .. bucket, count)
 end
+-- series:begin
+trim(KEYS[12], minute, MINUTES_KEPT)
+trim(KEYS[13], five, FIVES_KEPT)
+local mprefix, vprefix = string.format('%d:', minute), string.format('%d:', five)
+for f = 1, 9 do
+  if sums[f] ~= 0 then
+    call('HINCRBY', KEYS[12], mprefix .. f, sums[f])
+    call('HINCRBY', KEYS[13], vprefix .. f, sums[f])
+  end
+end
+-- series:end
 if queued_delta ~= 0 then
   call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
 end

@@ -17,6 +17,7 @@ from .errors import (
     InvalidPolicyError,
     InvalidRuleError,
     InvalidTransportError,
+    InvalidWindowError,
     NotInitializedError,
     PropagationPendingError,
     SchemaMismatchError,
@@ -24,6 +25,7 @@ from .errors import (
 )
 from .flusher import Flusher
 from .globals import global_policy, global_tracker
+from .history import HistoryBucket
 from .policy.rules import Rule, parse_rule
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
@@ -42,11 +44,13 @@ __all__ = [
     "FedtrackError",
     "FencedOutError",
     "Flusher",
+    "HistoryBucket",
     "InvalidDomainError",
     "InvalidImportError",
     "InvalidPolicyError",
     "InvalidRuleError",
     "InvalidTransportError",
+    "InvalidWindowError",
     "NotInitializedError",
     "PolicyStore",
     "PropagationPendingError",

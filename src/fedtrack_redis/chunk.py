@@ -124,6 +124,10 @@ def seal(
         shard.snap,
         shard.epoch_acks,
         shard.totals,
+        shard.series_minutes,
+        shard.series_fives,
+        shard.series_base,
+        shard.series_closed,
     ]
     lines: list[str] = []
     leased: list[str] = []

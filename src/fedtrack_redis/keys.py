@@ -178,6 +178,47 @@ class ShardKeys:
         """Hash: domain → this worker's in-flight message count."""
         return f"{self.base}:lease:{worker_id}"
 
+    @cached_property
+    def held(self) -> str:
+        """Sorted set: the shard's domains that are not healthy (kept by delivery health);
+        history closing keeps their series."""
+        return f"{self.base}:held"
+
+    @cached_property
+    def series_minutes(self) -> str:
+        """Hash: ``<minute>:<i>`` → the shard's sum of counter i (1-9, `history.COUNTERS`)
+        in that 1-minute bucket, plus ``last`` (newest minute); kept a few hours, until
+        the flusher leader has added it to `NamespaceKeys.history_minutes`."""
+        return f"{self.base}:series:m1"
+
+    @cached_property
+    def series_fives(self) -> str:
+        """Hash: ``<bucket>:<i>`` → the shard's sum of counter i in that 5-minute bucket,
+        plus ``last``; kept like `series_minutes`."""
+        return f"{self.base}:series:m5"
+
+    @cached_property
+    def series_base(self) -> str:
+        """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
+        write in that 5-minute bucket (the bucket of its last write), until it is closed."""
+        return f"{self.base}:series:base"
+
+    @cached_property
+    def series_closed(self) -> str:
+        """Hash: ``<bucket>|<domain>`` → the domain's nine counts in that finished 5-minute
+        bucket, waiting for the flusher leader to keep them (caps) or drop them."""
+        return f"{self.base}:series:closed"
+
+    @cached_property
+    def series_swept(self) -> str:
+        """String: the newest 5-minute bucket of the shard the leader has closed."""
+        return f"{self.base}:series:swept"
+
+    def domain_series(self, domain: str) -> str:
+        """Sorted set: ``<bucket>|<nine counts>`` scored by the 5-minute bucket, the
+        domain's kept history (7 days)."""
+        return f"{self.base}:s:{domain}"
+
     def fixed(self) -> tuple[str, ...]:
         """Every key of the shard whose name does not depend on a domain or a worker."""
         return (
@@ -197,6 +238,12 @@ class ShardKeys:
             self.top_failures,
             self.top_latency,
             self.top_queued,
+            self.held,
+            self.series_minutes,
+            self.series_fives,
+            self.series_base,
+            self.series_closed,
+            self.series_swept,
         )
 
 
@@ -239,6 +286,27 @@ class NamespaceKeys:
     def policy_channel(self) -> str:
         """Pub/sub channel of policy changes (JSON messages, see docs/redis-keys.md)."""
         return f"{self.policy_tag}:changes"
+
+    @cached_property
+    def history_tag(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}:history}}"
+
+    @cached_property
+    def history_minutes(self) -> str:
+        """Hash: ``<minute>`` → the cluster's nine counts in that 1-minute bucket (comma
+        separated; absent when all zero), plus ``upto`` (newest minute added); 48 hours."""
+        return f"{self.history_tag}:m1"
+
+    @cached_property
+    def history_fives(self) -> str:
+        """Hash: ``<bucket>`` → the cluster's nine counts in that 5-minute bucket, plus
+        ``upto``; 7 days."""
+        return f"{self.history_tag}:m5"
+
+    @cached_property
+    def watched(self) -> str:
+        """Set: the domains an operator watches (their history is always kept)."""
+        return f"{self.history_tag}:watched"
 
     @cached_property
     def flusher_lock(self) -> str:

@@ -22,6 +22,7 @@ from ..policy.store import PolicyStore
 from ..reads import StatsReader
 from . import dashboard, docs, failures, models
 from .deps import ERRORS, Policy, Stats, authenticate
+from .history_routes import router as history_router
 from .limiter import FailureLimiter
 from .metrics import ClusterCollector
 from .routes import router
@@ -88,6 +89,7 @@ def create_app(
     app.state.local_domain = settings.local_domain
     app.include_router(router, dependencies=[Depends(authenticate)])
     app.include_router(rule_router, dependencies=[Depends(authenticate)])
+    app.include_router(history_router, dependencies=[Depends(authenticate)])
     app.add_middleware(SecurityHeaders, policies=policies)
     failures.install(app, settings, policies)
 

@@ -85,6 +85,12 @@ def test_seal_encodes_one_line_per_domain() -> None:
     )
     assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
     assert chunk.keys[11:15] == (shard.health, shard.held, shard.health_meta, shard.health_events)
+    assert chunk.keys[15:19] == (
+        shard.series_minutes,
+        shard.series_fives,
+        shard.series_base,
+        shard.series_closed,
+    )
     assert chunk.keys[15:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [

@@ -15,15 +15,27 @@
 -- KEYS[13]   held      fedtrack:{<ns>:<SS>}:held             zset domain -> next attempt (unix ms), the held-back domains
 -- KEYS[14]   healthmeta fedtrack:{<ns>:<SS>}:healthmeta      hash: rev, n:backoff, n:unavailable
 -- KEYS[15]   healthevents fedtrack:{<ns>:<SS>}:healthevents  stream of state changes, trimmed by time
--- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[16]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
+--                                                         counter c (1-9, order below), "last"
+-- KEYS[17]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
+-- KEYS[18]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
+--                                                         before its first write in that 5-min bucket
+-- KEYS[19]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
+--                                                         in that finished 5-min bucket
+-- KEYS[20]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash domain -> this worker's
+--                      in-flight messages 5 minutes old or more, per age column ("c1,...,c9")
+-- KEYS[21]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums "c1,...,c9"
+-- KEYS[22]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
+-- KEYS[23]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
+-- KEYS[23+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[15+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[23+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
---            optionally followed by "|<health>" (absent or empty: no health data):
+--            optionally followed by "|<health>" and "|<ages>" (absent or empty: nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
 --              the difference with the lease hash is applied to queued_messages (never < 0)
@@ -33,6 +45,14 @@
 --   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
 --   health     "<n>": n temporary outbound failures; "s<n>": an outbound success, then n
 --              temporary outbound failures (in the order recorded); see docs/health.md
+--   ages       "" or "<column>:<count>" items separated by commas, column 1..9 of the qshape
+--              ages (1 = [5, 10) min … 9 = 1280 min or more), count the worker's ABSOLUTE
+--              number of in-flight messages of that age; the differences with the lease's
+--              ages go to the shard's qshape sums (never < 0). Column 0 (under 5 min) is
+--              never sent: it is T minus the others, and T is queued_messages, mirrored
+--              into KEYS[22] here. A leading "=" marks a line that only carries ages
+--              (messages moved column): the domain is not touched (no last_active, not
+--              marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
@@ -48,6 +68,14 @@
 -- domains in backoff or unavailable. Changes to `held` bump healthmeta's rev and are
 -- published on the feed channel as "<rev>\n<domain>|<state>|<next_ms>..." (state
 -- healthy, backoff, unavailable); each state change is an entry of `healthevents`.
+--
+-- History (docs/history.md): the chunk's sums go into the shard's 1-minute and 5-minute
+-- buckets of the cluster series (shard buckets older than MINUTES_KEPT / FIVES_KEPT are
+-- trimmed when a new bucket opens); a domain's first write in a 5-minute bucket records
+-- its counters before the write in `base` (and, when `base` held an older bucket, that
+-- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
+-- one HMGET per chunk, a few calls per domain and bucket, nothing per event. Both are
+-- written inside the at-most-once apply, so every series sum is exact.
 --
 -- Flush epochs (copy on write): while the flusher reads the closing epoch, `flushing` holds
 -- its domains; the first write to one of them copies its hash, as it was at the close, into
@@ -72,7 +100,8 @@
 --   feed          what was published on the feed channel ("" when nothing), so the
 --                 pushing worker's own view follows before its push returns
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
--- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
+-- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms,
+-- the history buckets).
 
 local unpack = table.unpack or unpack
 local call = redis.call
@@ -102,8 +131,8 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-  .. '(%|?s?%d*)'
-local FIXED = 15
+  .. '(%|?s?%d*)|?(=?[%d:,]*)'
+local FIXED = 23
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -211,6 +240,149 @@ local function health_line(n, domain, key, h)
   end
 end
 
+-- series:begin
+local MINUTES_KEPT, FIVES_KEPT = 180, 36
+local minute = math.floor(now / 60)
+local five = math.floor(now / 300)
+local fprefix = string.format('%d|', five)
+local plen = #fprefix
+local names = {}
+for domain in string.gmatch(ARGV[5], '([a-z0-9.:-]+)|[^\n]*') do
+  names[#names + 1] = domain
+end
+local bases = {}
+if #names > 0 then
+  bases = call('HMGET', KEYS[18], unpack(names))
+end
+local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
+  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
+-- the domain's counters now (before this chunk's write) become its base in this bucket;
+-- an older base closes that bucket's counts for the leader to keep or drop
+local function rebase(key, domain, old)
+  local now_values = call('HMGET', key, unpack(COUNTED))
+  for f = 1, 9 do
+    now_values[f] = now_values[f] or '0'
+  end
+  if old then
+    local bucket, values = string.match(old, '^(%d+)|(.*)$')
+    local counts, f, any = {}, 0, false
+    for value in string.gmatch(values, '%d+') do
+      f = f + 1
+      local count = tonumber(now_values[f]) - tonumber(value)
+      if count < 0 then
+        count = 0
+      end
+      if count ~= 0 then
+        any = true
+      end
+      counts[f] = string.format('%d', count)
+    end
+    if any then
+      call('HSET', KEYS[19], bucket .. '|' .. domain, table.concat(counts, ','))
+    end
+  end
+  call('HSET', KEYS[18], domain, fprefix .. table.concat(now_values, ','))
+end
+-- a new bucket in a shard series trims the buckets that fell out of what it keeps
+local function trim(key, bucket, kept)
+  local last = tonumber(call('HGET', key, 'last') or '0')
+  if bucket <= last then
+    return
+  end
+  if bucket - last >= kept then
+    call('DEL', key)
+  else
+    for old = last - kept + 1, bucket - kept do
+      local gone = {}
+      for f = 1, 9 do
+        gone[f] = string.format('%d:%d', old, f)
+      end
+      call('HDEL', key, unpack(gone))
+    end
+  end
+  call('HSET', key, 'last', string.format('%d', bucket))
+end
+-- series:end
+
+local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+local scored_queued, unqueued = {}, {}
+
+-- "c1,...,c9" (or nil) -> a table of nine numbers
+local function columns(text)
+  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+  if text then
+    local k = 0
+    for count in string.gmatch(text, '%d+') do
+      k = k + 1
+      counts[k] = tonumber(count)
+    end
+  end
+  return counts
+end
+
+local function all_zero(counts)
+  for k = 1, 9 do
+    if counts[k] ~= 0 then
+      return false
+    end
+  end
+  return true
+end
+
+-- apply one line's ages to the worker's lease and the shard's sums
+local function apply_ages(domain, ages)
+  local held = nil
+  local sums = nil
+  for column, count in string.gmatch(ages, '(%d):(%d+)') do
+    local k = tonumber(column)
+    if k >= 1 then
+      if not held then
+        held = columns(call('HGET', KEYS[20], domain))
+      end
+      local wanted = tonumber(count)
+      local delta = wanted - held[k]
+      if delta ~= 0 then
+        if not sums then
+          sums = columns(call('HGET', KEYS[21], domain))
+        end
+        held[k] = wanted
+        local updated = sums[k] + delta
+        if updated < 0 then
+          updated = 0
+        end
+        age_sums[k] = age_sums[k] + updated - sums[k]
+        sums[k] = updated
+      end
+    end
+  end
+  if not sums then
+    return
+  end
+  if all_zero(held) then
+    call('HDEL', KEYS[20], domain)
+  else
+    call('HSET', KEYS[20], domain, table.concat(held, ','))
+  end
+  if all_zero(sums) then
+    call('HDEL', KEYS[21], domain)
+  else
+    call('HSET', KEYS[21], domain, table.concat(sums, ','))
+  end
+end
+
+-- the qshape index mirrors queued_messages (batched like the activity index)
+local function flush_queued()
+  if #scored_queued > 0 then
+    call('ZADD', KEYS[22], unpack(scored_queued))
+    scored_queued = {}
+  end
+  if #unqueued > 0 then
+    call('ZREM', KEYS[22], unpack(unqueued))
+    unqueued = {}
+  end
+end
+
 local lease_absent = 0
 if not call('ZSCORE', KEYS[6], worker) then
   lease_absent = 1
@@ -231,12 +403,28 @@ local function flush_members()
 end
 
 local i = FIXED
-for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in string.gmatch(ARGV[5], LINE) do
+for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
+    in string.gmatch(ARGV[5], LINE) do
   i = i + 1
   local key = KEYS[i]
-  if closing and call('SREM', KEYS[8], domain) == 1 then
+  local touched = true
+  if ages ~= '' then
+    if string.byte(ages) == 61 then -- "=": only ages, the domain is not touched
+      touched = false
+      apply_ages(domain, string.sub(ages, 2))
+    else
+      apply_ages(domain, ages)
+    end
+  end
+  if touched and closing and call('SREM', KEYS[8], domain) == 1 then
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
+  -- series:begin
+  local based = bases[i - FIXED]
+  if touched and (not based or string.sub(based, 1, plen) ~= fprefix) then
+    rebase(key, domain, based)
+  end
+  -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
   if c2 ~= '0' then call('HINCRBY', key, 'failed_https', c2); s2 = s2 + c2; fields = fields + 1 end
   if c3 ~= '0' then call('HINCRBY', key, 'failed_smtp', c3); s3 = s3 + c3; fields = fields + 1 end
@@ -267,6 +455,12 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in str
       end
       queued_delta = queued_delta + updated - current
       call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+      if updated > 0 then
+        scored_queued[#scored_queued + 1] = updated
+        scored_queued[#scored_queued + 1] = domain
+      else
+        unqueued[#unqueued + 1] = domain
+      end
       stamped = true
       fields = fields + 1
       if wanted == 0 then
@@ -276,9 +470,6 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in str
       end
     end
   end
-  if not stamped then
-    call('HSET', key, 'last_active', stamp)
-  end
   if health ~= '' and seed then
     if string.sub(health, 1, 1) == '|' then
       health = string.sub(health, 2)
@@ -287,15 +478,22 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in str
       health_line(i - FIXED, domain, key, health)
     end
   end
-  fields = fields + 1
-  scored[#scored + 1] = stamp
-  scored[#scored + 1] = domain
-  members[#members + 1] = domain
-  if #members >= 1000 then
-    flush_members()
+  if touched then -- a line is a touch: last_active, the activity index, changed
+    if not stamped then
+      call('HSET', key, 'last_active', stamp)
+    end
+    fields = fields + 1
+    scored[#scored + 1] = stamp
+    scored[#scored + 1] = domain
+    members[#members + 1] = domain
+    if #members >= 1000 then
+      flush_members()
+      flush_queued()
+    end
   end
 end
 flush_members()
+flush_queued()
 
 -- the shard's totals, kept as pushes arrive (reads never add up every domain); the top
 -- lists are the flusher's, refreshed from each epoch it reads
@@ -310,8 +508,24 @@ end
 for bucket, count in pairs(buckets) do
   call('HINCRBY', KEYS[11], 'h' .. bucket, count)
 end
+-- series:begin
+trim(KEYS[16], minute, MINUTES_KEPT)
+trim(KEYS[17], five, FIVES_KEPT)
+local mprefix, vprefix = string.format('%d:', minute), string.format('%d:', five)
+for f = 1, 9 do
+  if sums[f] ~= 0 then
+    call('HINCRBY', KEYS[16], mprefix .. f, sums[f])
+    call('HINCRBY', KEYS[17], vprefix .. f, sums[f])
+  end
+end
+-- series:end
 if queued_delta ~= 0 then
   call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
+end
+for k = 1, 9 do
+  if age_sums[k] ~= 0 then
+    call('HINCRBY', KEYS[23], k, age_sums[k])
+  end
 end
 call('HSET', KEYS[2], worker, given)
 call('HSET', KEYS[10], worker, given)
@@ -326,7 +540,7 @@ for _, old in ipairs(stale) do
     call('ZREM', KEYS[3], old)
   end
 end
-if call('EXISTS', KEYS[7]) == 1 then
+if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[20]) == 1 then
   call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   call('ZREM', KEYS[6], worker)

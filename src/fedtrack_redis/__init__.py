@@ -17,6 +17,7 @@ from .errors import (
     InvalidPolicyError,
     InvalidRuleError,
     InvalidTransportError,
+    InvalidWindowError,
     NotInitializedError,
     PropagationPendingError,
     SchemaMismatchError,
@@ -26,6 +27,7 @@ from .flusher import Flusher
 from .globals import global_policy, global_tracker
 from .health.policy import DomainHealth, HealthPolicy
 from .health.webhooks import Webhook
+from .history import HistoryBucket
 from .policy.rules import Rule, parse_rule
 from .policy.state import ACCEPT, REJECT
 from .policy.store import PolicyStore
@@ -46,11 +48,13 @@ __all__ = [
     "FencedOutError",
     "Flusher",
     "HealthPolicy",
+    "HistoryBucket",
     "InvalidDomainError",
     "InvalidImportError",
     "InvalidPolicyError",
     "InvalidRuleError",
     "InvalidTransportError",
+    "InvalidWindowError",
     "NotInitializedError",
     "PolicyStore",
     "PropagationPendingError",

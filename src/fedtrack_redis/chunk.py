@@ -142,6 +142,10 @@ def seal(
         shard.held,
         shard.health_meta,
         shard.health_events,
+        shard.series_minutes,
+        shard.series_fives,
+        shard.series_base,
+        shard.series_closed,
     ]
     lines: list[str] = []
     carries_health = False

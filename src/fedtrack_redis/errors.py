@@ -123,3 +123,7 @@ class DatabaseMismatchError(FedtrackError):
 
 class SchemaMismatchError(ConfigurationError):
     """The database's schema revision is not the one this version of the library uses."""
+
+
+class InvalidWindowError(FedtrackError, ValueError):
+    """A history window other than ``1h``, ``24h`` or ``7d``."""

@@ -61,6 +61,7 @@ from .policy.expiry import expire_due_rules
 from .policy.sync import PolicyRedis, reconcile_with_database
 from .redact import redact_url
 from .scripts import Scripts
+from .series import SeriesCloser
 from .snapshot import EpochLostError, EpochReader
 from .store import migrate
 from .store import stats as store
@@ -104,6 +105,7 @@ class Flusher:
         self._scripts: Scripts | None = None
         self._epochs: EpochReader | None = None
         self._policy: PolicyRedis | None = None
+        self._series: SeriesCloser | None = None
         self._policy_lagging: list[int | None] = [None]
         self._election: Election | None = None
         self._migrated = False
@@ -178,6 +180,7 @@ class Flusher:
                     self._fenced = False
                     rows = self._flush()
                     if not self._fenced:
+                        self._close_series()
                         return rows
                 return 0
             except redis.RedisError as exc:
@@ -273,6 +276,8 @@ class Flusher:
             self._flush()
             next_flush = time.monotonic() + self.interval
         if election.is_leader:
+            self._close_series()
+        if election.is_leader:
             wait = min(tick, max(0.0, next_flush - time.monotonic()))
         return next_flush, wait
 
@@ -346,6 +351,18 @@ class Flusher:
         except FedtrackError as exc:  # flush the other shards anyway; retried next tick
             log.warning("hydration failed (%s)", exc)
         election.refresh_fence()  # hydrating took a fencing token: take a newer one
+
+    def _close_series(self) -> None:
+        """The leader closes finished history buckets (`series`); a failure is logged and
+        retried next tick, never in the way of flushing."""
+        if self._engine is None or self._scripts is None:
+            return
+        if self._series is None:
+            self._series = SeriesCloser(self._engine, self._scripts, self.keys)
+        try:
+            self._series.close()
+        except (redis.RedisError, FedtrackError) as exc:
+            log.warning("closing history buckets failed (%s); retried next tick", _describe(exc))
 
     def _reap_leases(self) -> None:
         if self._engine is None:

@@ -205,6 +205,41 @@ class ShardKeys:
         """Hash: domain → this worker's in-flight message count."""
         return f"{self.base}:lease:{worker_id}"
 
+    @cached_property
+    def series_minutes(self) -> str:
+        """Hash: ``<minute>:<i>`` → the shard's sum of counter i (1-9, `history.COUNTERS`)
+        in that 1-minute bucket, plus ``last`` (newest minute); kept a few hours, until
+        the flusher leader has added it to `NamespaceKeys.history_minutes`."""
+        return f"{self.base}:series:m1"
+
+    @cached_property
+    def series_fives(self) -> str:
+        """Hash: ``<bucket>:<i>`` → the shard's sum of counter i in that 5-minute bucket,
+        plus ``last``; kept like `series_minutes`."""
+        return f"{self.base}:series:m5"
+
+    @cached_property
+    def series_base(self) -> str:
+        """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
+        write in that 5-minute bucket (the bucket of its last write), until it is closed."""
+        return f"{self.base}:series:base"
+
+    @cached_property
+    def series_closed(self) -> str:
+        """Hash: ``<bucket>|<domain>`` → the domain's nine counts in that finished 5-minute
+        bucket, waiting for the flusher leader to keep them (caps) or drop them."""
+        return f"{self.base}:series:closed"
+
+    @cached_property
+    def series_swept(self) -> str:
+        """String: the newest 5-minute bucket of the shard the leader has closed."""
+        return f"{self.base}:series:swept"
+
+    def domain_series(self, domain: str) -> str:
+        """Sorted set: ``<bucket>|<nine counts>`` scored by the 5-minute bucket, the
+        domain's kept history (7 days)."""
+        return f"{self.base}:s:{domain}"
+
     def fixed(self) -> tuple[str, ...]:
         """Every key of the shard whose name does not depend on a domain or a worker."""
         return (
@@ -228,6 +263,11 @@ class ShardKeys:
             self.held,
             self.health_meta,
             self.health_events,
+            self.series_minutes,
+            self.series_fives,
+            self.series_base,
+            self.series_closed,
+            self.series_swept,
         )
 
 
@@ -276,6 +316,27 @@ class NamespaceKeys:
         """String: the namespace's `HealthPolicy` (JSON), stored by the first process that
         passes one explicitly."""
         return f"{self.policy_tag}:health"
+
+    @cached_property
+    def history_tag(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}:history}}"
+
+    @cached_property
+    def history_minutes(self) -> str:
+        """Hash: ``<minute>`` → the cluster's nine counts in that 1-minute bucket (comma
+        separated; absent when all zero), plus ``upto`` (newest minute added); 48 hours."""
+        return f"{self.history_tag}:m1"
+
+    @cached_property
+    def history_fives(self) -> str:
+        """Hash: ``<bucket>`` → the cluster's nine counts in that 5-minute bucket, plus
+        ``upto``; 7 days."""
+        return f"{self.history_tag}:m5"
+
+    @cached_property
+    def watched(self) -> str:
+        """Set: the domains an operator watches (their history is always kept)."""
+        return f"{self.history_tag}:watched"
 
     @cached_property
     def flusher_lock(self) -> str:

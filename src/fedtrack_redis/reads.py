@@ -16,11 +16,13 @@ import redis
 import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
+from . import history
 from .chunk import TOP_SIZE
 from .connections import database_engine
 from .domain import normalize_domain
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError
+from .history import HistoryBucket, read_history
 from .keys import NamespaceKeys, ShardKeys
 from .stats import HASH_FIELDS, ServerStat
 
@@ -236,6 +238,22 @@ class StatsReader:
 
     def count(self) -> int:
         return count_domains(self.engine, self.keys)
+
+    def history(self, domain: str | None = None, window: str = "1h") -> list[HistoryBucket]:
+        """See `history.read_history`: the cluster's or one domain's series."""
+        return read_history(self.engine, self.keys, domain, window)
+
+    def watch(self, domain: str) -> bool:
+        """See `history.watch`."""
+        return history.watch(self.engine, self.keys, domain)
+
+    def unwatch(self, domain: str) -> bool:
+        """See `history.unwatch`."""
+        return history.unwatch(self.engine, self.keys, domain)
+
+    def watched(self) -> list[str]:
+        """See `history.watched`."""
+        return history.watched(self.engine, self.keys)
 
     def ping(self) -> bool:
         return self.engine.ping()

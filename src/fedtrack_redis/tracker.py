@@ -36,6 +36,7 @@ import redis
 import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
+from . import history
 from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
@@ -46,6 +47,7 @@ from .health.policy import DomainHealth, HealthPolicy
 from .health.store import HealthRedis
 from .health.sync import HealthLink, HealthSync
 from .health.view import HealthView
+from .history import HistoryBucket, read_history
 from .identity import IdentityGuard, validate_identity
 from .keys import NamespaceKeys, validate_worker_id
 from .pusher import Pusher, PushStats
@@ -205,6 +207,21 @@ class FederationTracker(Recorder):
     def get(self, domain: str) -> ServerStat | None:
         """The stats of one domain (any spelling), or None when it was never recorded."""
         return read_one(self._redis, self.keys, domain)
+
+    def history(self, domain: str | None = None, window: str = "1h") -> list[HistoryBucket]:
+        """The cluster's (or one domain's) series over `window` ("1h", "24h", "7d"): the
+        aligned buckets ending with the current, unfinished one, oldest first, zero-filled
+        (docs/history.md, H1). Cluster 1h/24h have 1-minute buckets, 7d and every domain
+        window 5-minute ones. `InvalidWindowError` (a ValueError) for another window."""
+        return read_history(self._redis, self.keys, domain, window)
+
+    def watch(self, domain: str) -> bool:
+        """Keep `domain`'s history whatever its activity; True when newly watched."""
+        return history.watch(self._redis, self.keys, domain)
+
+    def unwatch(self, domain: str) -> bool:
+        """Stop keeping `domain`'s history for being watched; True when it was watched."""
+        return history.unwatch(self._redis, self.keys, domain)
 
     # -- push, persistence ----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from ..reads import StatsReader
 from . import dashboard, docs, failures, models
 from .deps import ERRORS, Policy, Stats, authenticate
 from .health_routes import router as health_router
+from .history_routes import router as history_router
 from .limiter import FailureLimiter
 from .metrics import ClusterCollector
 from .routes import router
@@ -87,9 +88,8 @@ def create_app(
     app.state.tokens = tokens
     app.state.limiter = limiter if limiter is not None else FailureLimiter()
     app.state.local_domain = settings.local_domain
-    app.include_router(router, dependencies=[Depends(authenticate)])
-    app.include_router(rule_router, dependencies=[Depends(authenticate)])
-    app.include_router(health_router, dependencies=[Depends(authenticate)])
+    for authenticated in (router, rule_router, health_router, history_router):
+        app.include_router(authenticated, dependencies=[Depends(authenticate)])
     app.add_middleware(SecurityHeaders, policies=policies)
     failures.install(app, settings, policies)
 

@@ -22,6 +22,7 @@ from ..errors import (
     InvalidImportError,
     InvalidPolicyError,
     InvalidTransportError,
+    InvalidWindowError,
 )
 from ..redact import driver_errors, redact_url, unavailable_reason
 from .context import CliContext
@@ -109,6 +110,7 @@ def cli(
 def _register_commands() -> None:
     from . import (
         health_commands,
+        history_commands,
         policy_commands,
         rule_commands,
         service_commands,
@@ -123,6 +125,7 @@ def _register_commands() -> None:
         stats_commands,
         service_commands,
         health_commands,
+        history_commands,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
@@ -157,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         InvalidImportError,
         InvalidPolicyError,
         InvalidTransportError,
+        InvalidWindowError,
     ) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except (BackendUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:

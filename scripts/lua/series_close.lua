@@ -1,0 +1,71 @@
+-- series_close.lua: keep or drop finished 5-minute buckets of some domains of one shard.
+--
+-- KEYS[1]       base    fedtrack:{<ns>:<SS>}:series:base     hash domain -> "<bucket>|<nine counters>"
+-- KEYS[2]       closed  fedtrack:{<ns>:<SS>}:series:closed   hash "<bucket>|<domain>" -> nine counts
+-- KEYS[3]       held    fedtrack:{<ns>:<SS>}:held            zset of the shard's domains not healthy
+-- KEYS[2+2j]    the hash        fedtrack:{<ns>:<SS>}:d:<domain j> of entry j of ARGV[4..]
+-- KEYS[3+2j]    its history     fedtrack:{<ns>:<SS>}:s:<domain j> zset "<bucket>|<counts>" by bucket
+-- ARGV[1]       the open bucket (5-minute number) on this shard's clock: only older ones close
+-- ARGV[2]       buckets a domain's history keeps (older members are trimmed)
+-- ARGV[3]       TTL of a domain's history in seconds (refreshed on every kept bucket)
+-- ARGV[3+j]     entry j: "<bucket>|<domain>|<keep>", keep 1 when the domain is among the
+--               bucket's most active or watched (a held domain is kept whatever it says)
+--
+-- For each entry: the bucket's counts are the domain's `closed` entry, or, while `base`
+-- still holds that bucket, its live counters minus the base (no write since); the entry
+-- is removed in the same call as the counts are kept, so a retried or resumed closing
+-- never keeps a bucket twice. An entry already gone (closed by an earlier call) is skipped.
+-- Returns {closed, kept}: entries closed by this call, buckets kept.
+-- Clock: none (the caller passes the shard's open bucket, read from the shard's TIME).
+
+local call = redis.call
+local unpack = table.unpack or unpack
+local open = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local ttl = ARGV[3]
+local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
+  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
+local closed, kept = 0, 0
+
+for j = 1, #ARGV - 3 do
+  local bucket, domain, keep = string.match(ARGV[3 + j], '^(%d+)|([a-z0-9.:-]+)|([01])$')
+  if bucket and tonumber(bucket) < open then
+    local hash, history = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
+    local counts = nil
+    local based = call('HGET', KEYS[1], domain)
+    if based and string.sub(based, 1, #bucket + 1) == bucket .. '|' then
+      local live = call('HMGET', hash, unpack(COUNTED))
+      local values, f, any = {}, 0, false
+      for value in string.gmatch(string.sub(based, #bucket + 2), '%d+') do
+        f = f + 1
+        local count = tonumber(live[f] or '0') - tonumber(value)
+        if count < 0 then
+          count = 0
+        end
+        if count ~= 0 then
+          any = true
+        end
+        values[f] = string.format('%d', count)
+      end
+      call('HDEL', KEYS[1], domain)
+      closed = closed + 1
+      if any then
+        counts = table.concat(values, ',')
+      end
+    else
+      local field = bucket .. '|' .. domain
+      counts = call('HGET', KEYS[2], field)
+      if counts then
+        call('HDEL', KEYS[2], field)
+        closed = closed + 1
+      end
+    end
+    if counts and (keep == '1' or call('ZSCORE', KEYS[3], domain)) then
+      call('ZADD', history, bucket, bucket .. '|' .. counts)
+      call('ZREMRANGEBYSCORE', history, '-inf', '(' .. string.format('%d', open - retention))
+      call('EXPIRE', history, ttl)
+      kept = kept + 1
+    end
+  end
+end
+return {closed, kept}

@@ -1,0 +1,100 @@
+"""History routes of the admin API: the cluster's and one domain's series (docs/history.md)
+and the operators' watch list. Every read costs O(buckets), never O(domains) (§9)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ..domain import normalize_domain
+from ..history import FIVE, MINUTE, HistoryBucket
+from .deps import ERRORS, Stats
+
+router = APIRouter(prefix="/api/federation", responses=ERRORS)
+
+Window = Literal["1h", "24h", "7d"]
+
+
+class Bucket(BaseModel):
+    """One bucket: its start (unix seconds, a multiple of the width) and the nine event
+    counters summed over it."""
+
+    start: int
+    failed_http: int
+    failed_https: int
+    failed_smtp: int
+    success_http: int
+    success_https: int
+    success_smtp: int
+    successful_deliveries: int
+    inbound_deliveries: int
+    total_latency_ms: int
+
+
+class History(BaseModel):
+    """A series over one window, oldest bucket first, ending with the current, unfinished
+    one; zero-filled."""
+
+    window: Window
+    width: int = Field(description="Bucket width in seconds (60 or 300).")
+    domain: str | None = Field(None, description="The domain, or null for the cluster.")
+    buckets: list[Bucket]
+
+
+class Watch(BaseModel):
+    """Whether a domain is watched (its history kept whatever its activity)."""
+
+    domain: str
+    watched: bool
+    changed: bool
+
+
+class WatchList(BaseModel):
+    domains: list[str]
+
+
+def _history(window: Window, domain: str | None, buckets: list[HistoryBucket]) -> History:
+    width = FIVE if domain is not None or window == "7d" else MINUTE
+    return History(
+        window=window,
+        width=width,
+        domain=domain,
+        buckets=[Bucket.model_validate(bucket.to_dict()) for bucket in buckets],
+    )
+
+
+@router.get("/history", tags=["history"])
+def cluster_history(stats: Stats, window: Window = "1h") -> History:
+    """The cluster's nine event counters per bucket: 1-minute buckets for 1h and 24h,
+    5-minute buckets for 7d."""
+    return _history(window, None, stats.history(None, window))
+
+
+@router.get("/servers/{domain}/history", tags=["history"])
+def domain_history(domain: str, stats: Stats, window: Window = "1h") -> History:
+    """One domain's nine event counters per 5-minute bucket; all zero when the domain is
+    outside the caps (not among a bucket's 1,000 most active, not held, not watched)."""
+    name = normalize_domain(domain)
+    return _history(window, name, stats.history(name, window))
+
+
+@router.get("/watched", tags=["history"])
+def watched(stats: Stats) -> WatchList:
+    """The domains operators watch."""
+    return WatchList(domains=stats.watched())
+
+
+@router.put("/servers/{domain}/watch", tags=["history"])
+def watch(domain: str, stats: Stats) -> Watch:
+    """Watch DOMAIN: its history is kept whatever its activity."""
+    name = normalize_domain(domain)
+    return Watch(domain=name, watched=True, changed=stats.watch(name))
+
+
+@router.delete("/servers/{domain}/watch", tags=["history"])
+def unwatch(domain: str, stats: Stats) -> Watch:
+    """Stop watching DOMAIN (its kept buckets age out)."""
+    name = normalize_domain(domain)
+    return Watch(domain=name, watched=False, changed=stats.unwatch(name))

@@ -1,0 +1,209 @@
+"""History reads (docs/history.md): the cluster's and one domain's series of the nine event
+counters, and the operators' watch list.
+
+Where the buckets come from, written by push.lua inside its at-most-once apply (so every
+sum is exact, H1):
+
+* cluster-wide, each shard's 1-minute and 5-minute buckets (``series:m1``/``series:m5``,
+  kept a few hours); the flusher leader adds finished buckets of all shards into one
+  namespace-level hash per width (`series.SeriesCloser`), kept 48 hours / 7 days;
+* per domain, its counters before its first write in the current 5-minute bucket
+  (``series:base``): the open bucket is the live counters minus that base; a finished
+  bucket waits in ``series:closed`` (or as its base) until the leader keeps it in the
+  domain's own sorted set ``s:<domain>`` (the caps) or drops it.
+
+A read costs O(buckets), never O(domains): one HMGET of the namespace hash plus, for the
+buckets the leader has not added yet, one HMGET per shard (a pipeline per node); a domain
+reads its own keys on its shard. Nothing here scans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from .domain import normalize_domain
+from .engine import RedisEngine
+from .errors import BackendUnavailableError, InvalidWindowError
+from .keys import NamespaceKeys, ShardKeys
+from .stats import COUNTER_FIELDS
+
+#: The nine event counters of a bucket (the `queued_messages` gauge is not one), in the
+#: order push.lua numbers them 1-9.
+COUNTERS: tuple[str, ...] = COUNTER_FIELDS
+MINUTE, FIVE = 60, 300
+#: Windows by name, in seconds.
+WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
+#: Buckets each shard keeps in ``series:m1`` / ``series:m5`` (push.lua's MINUTES_KEPT,
+#: FIVES_KEPT): three hours for the leader to add them to the namespace hashes.
+SHARD_MINUTES_KEPT, SHARD_FIVES_KEPT = 180, 36
+#: Buckets the namespace hashes keep: 48 hours of minutes, 7 days of 5 minutes.
+MINUTES_KEPT, FIVES_KEPT = 2_880, 2_016
+
+
+@dataclass(frozen=True)
+class HistoryBucket:
+    """One bucket of a series: `start` (unix seconds, a multiple of the width) and the
+    nine event counters summed over it."""
+
+    start: int
+    failed_http: int = 0
+    failed_https: int = 0
+    failed_smtp: int = 0
+    success_http: int = 0
+    success_https: int = 0
+    success_smtp: int = 0
+    successful_deliveries: int = 0
+    inbound_deliveries: int = 0
+    total_latency_ms: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def server_time(client: Any) -> float:
+    """The Redis server's clock (the clock push.lua stamps buckets with); tests replace it."""
+    seconds, micros = client.time()
+    return int(seconds) + int(micros) / 1e6
+
+
+def width_of(window: str, domain: bool) -> int:
+    """Bucket width of `window` (seconds), or `InvalidWindowError`."""
+    if not isinstance(window, str) or window not in WINDOWS:
+        raise InvalidWindowError(f"window must be one of 1h, 24h, 7d, got {window!r}")
+    return FIVE if domain or window == "7d" else MINUTE
+
+
+def parse_counts(text: str) -> list[int]:
+    """Nine comma-separated counts (as push.lua and the leader write them)."""
+    values = [int(value) for value in text.split(",")]
+    if len(values) != len(COUNTERS):
+        raise ValueError(f"expected {len(COUNTERS)} counts, got {text!r}")
+    return values
+
+
+def _buckets(first: int, width: int, sums: list[list[int]]) -> list[HistoryBucket]:
+    return [HistoryBucket((first + index) * width, *row) for index, row in enumerate(sums)]
+
+
+def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> list[HistoryBucket]:
+    """The cluster's series over `window`, oldest first, ending with the open bucket."""
+    width = width_of(window, domain=False)
+    count = WINDOWS[window] // width
+    if width == MINUTE:
+        compact, kept, field = keys.history_minutes, SHARD_MINUTES_KEPT, "series_minutes"
+    else:
+        compact, kept, field = keys.history_fives, SHARD_FIVES_KEPT, "series_fives"
+    try:
+        client = engine.node_for(compact)
+        current = int(server_time(client) // width)
+        first = current - count + 1
+        names = [str(bucket) for bucket in range(first, current + 1)]
+        upto_raw, *stored = client.hmget(compact, ["upto", *names])
+        upto = int(upto_raw) if upto_raw else first - 1
+        sums = [[0] * len(COUNTERS) for _ in names]
+        for index, text in enumerate(stored):
+            if text and first + index <= upto:
+                sums[index] = parse_counts(str(text))
+        # buckets the leader has not added yet: straight from the shards
+        rest = [b for b in range(max(upto + 1, current - kept + 1, first), current + 1)]
+        if rest:
+            fields = [f"{bucket}:{f}" for bucket in rest for f in range(1, len(COUNTERS) + 1)]
+
+            def build(pipe: Any, shard: ShardKeys) -> None:
+                pipe.hmget(getattr(shard, field), fields)
+
+            for (reply,) in engine.per_shard(keys.shards, build):
+                for position, value in enumerate(reply):
+                    if value:
+                        bucket, f = divmod(position, len(COUNTERS))
+                        sums[rest[bucket] - first][f] += int(value)
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the cluster history: {exc}") from exc
+    return _buckets(first, width, sums)
+
+
+def domain_history(
+    engine: RedisEngine, keys: NamespaceKeys, domain: str, window: str
+) -> list[HistoryBucket]:
+    """One domain's 5-minute series over `window`, oldest first, ending with the open
+    bucket; all zero for a domain outside the caps (`InvalidDomainError` for a bad name)."""
+    width = width_of(window, domain=True)
+    name = normalize_domain(domain)
+    count = WINDOWS[window] // width
+    shard = keys.shard_for(name)
+    try:
+        client = engine.node_for(shard.base)
+        current = int(server_time(client) // width)
+        first = current - count + 1
+        with client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(shard.domain_series(name), first, current)
+            pipe.hget(shard.series_base, name)
+            pipe.hmget(shard.domain(name), list(COUNTERS))
+            pipe.hmget(shard.series_closed, [f"{b}|{name}" for b in range(first, current + 1)])
+            kept, based, live, closed = pipe.execute()
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the history of {name}: {exc}") from exc
+    sums = [[0] * len(COUNTERS) for _ in range(count)]
+
+    def add(bucket: int, counts: list[int]) -> None:
+        if first <= bucket <= current:
+            row = sums[bucket - first]
+            for index, value in enumerate(counts):
+                row[index] += value
+
+    for member in kept:
+        bucket, text = str(member).split("|", 1)
+        add(int(bucket), parse_counts(text))
+    for index, text in enumerate(closed):
+        if text:
+            add(first + index, parse_counts(str(text)))
+    if based:
+        bucket, text = str(based).split("|", 1)
+        now = [int(value or 0) for value in live]
+        add(int(bucket), [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)])
+    return _buckets(first, width, sums)
+
+
+def read_history(
+    engine: RedisEngine | redis.Redis | RedisCluster,
+    keys: NamespaceKeys,
+    domain: str | None = None,
+    window: str = "1h",
+) -> list[HistoryBucket]:
+    """`cluster_history` when `domain` is None, else `domain_history`."""
+    engine = RedisEngine.wrap(engine)
+    if domain is None:
+        return cluster_history(engine, keys, window)
+    return domain_history(engine, keys, domain, window)
+
+
+def watch(engine: RedisEngine, keys: NamespaceKeys, domain: str) -> bool:
+    """Keep `domain`'s history whatever its activity; True when it was not watched yet."""
+    name = normalize_domain(domain)
+    try:
+        return bool(engine.node_for(keys.watched).sadd(keys.watched, name))
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"watching {name}: {exc}") from exc
+
+
+def unwatch(engine: RedisEngine, keys: NamespaceKeys, domain: str) -> bool:
+    """Stop watching `domain` (its kept buckets stay until they age out); True when it
+    was watched."""
+    name = normalize_domain(domain)
+    try:
+        return bool(engine.node_for(keys.watched).srem(keys.watched, name))
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"unwatching {name}: {exc}") from exc
+
+
+def watched(engine: RedisEngine, keys: NamespaceKeys) -> list[str]:
+    """The watched domains, sorted (an operator's list: small)."""
+    try:
+        members = engine.node_for(keys.watched).smembers(keys.watched)
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the watched domains: {exc}") from exc
+    return sorted(str(member) for member in members)

@@ -1,0 +1,109 @@
+"""The dashboard's history charts in a real browser (Debian's Chromium driven by
+Playwright): every bar of the cluster and domain charts equals the bucket the API
+returns, for each window; a domain row opens its series; watching works from the page.
+Saves the screenshot shown in the README (docs/dashboard.png)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from fedtrack_redis import FederationTracker
+from fedtrack_redis.history import FIVE
+from history_helpers import Clock, clock
+from test_dashboard_browser import ARTIFACTS, TOKEN, Watched, page, served, settings, watched
+from tracker_helpers import make_tracker
+
+__all__ = ["clock", "make_tracker", "page", "served", "settings", "watched"]
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def rate(bucket: dict[str, int]) -> float:
+    failures = bucket["failed_http"] + bucket["failed_https"] + bucket["failed_smtp"]
+    attempts = failures + bucket["success_http"] + bucket["success_https"] + bucket["success_smtp"]
+    return failures / attempts if attempts else 0.0
+
+
+def bars(page: Page, chart: str) -> list[tuple[int, float]]:
+    points: list[list[str]] = page.eval_on_selector_all(
+        f"#{chart} rect.point", "els => els.map(e => [e.dataset.start, e.dataset.value])"
+    )
+    return [(int(start), float(value)) for start, value in points]
+
+
+def check_charts(page: Page, served: str, window: str, domain: str | None = None) -> None:
+    expect(page.locator("#history")).to_have_attribute(
+        "data-loaded", f"{window}:{domain or ''}", timeout=10_000
+    )
+    routes: list[tuple[str, str]] = [(f"{served}/api/federation/history", "chart")]
+    if domain:
+        routes.append((f"{served}/api/federation/servers/{domain}/history", "chart-domain"))
+    for url, prefix in routes:
+        api: dict[str, Any] = httpx.get(url, params={"window": window}, headers=AUTH).json()
+        buckets = api["buckets"]
+        delivered = [(b["start"], float(b["successful_deliveries"])) for b in buckets]
+        assert bars(page, f"{prefix}-deliveries") == delivered
+        drawn = bars(page, f"{prefix}-failures")
+        assert [start for start, _ in drawn] == [b["start"] for b in buckets]
+        assert [v for _, v in drawn] == pytest.approx([rate(b) for b in buckets], abs=1e-12)
+        assert any(v for _, v in delivered) and any(v for _, v in drawn)
+
+
+@pytest.mark.slow
+def test_history_charts_equal_the_api(
+    served: str,
+    watched: Watched,
+    make_tracker: Callable[..., FederationTracker],
+    clock: Clock,
+) -> None:
+    tracker = make_tracker()
+    base = int(time.time()) // FIVE * FIVE  # near the real clock: "last active" reads true
+    for step in range(14):  # an hour of traffic, one push every 4 minutes and a bit
+        clock.set(base - 3_300 + step * 250)
+        for _ in range(5 + 3 * (step % 5)):
+            tracker.record_success("alpha.example", 80 + step, "HTTPS")
+        for _ in range(step % 4):
+            tracker.record_failure("alpha.example", "SMTP")
+        for _ in range(2 + step % 3):
+            tracker.record_failure("broken.example", "HTTPS")
+        tracker.record_success("broken.example", 900, "HTTP")
+        tracker.record_success("inbound.example", 10)
+        tracker.push()
+    page = watched.page
+    page.goto(served + "/")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button[type=submit]")
+    check_charts(page, served, "1h")
+    assert page.locator("#chart-deliveries rect.point").count() == 60
+    for window in ("24h", "7d"):
+        page.select_option("#window", window)
+        check_charts(page, served, window)
+    page.locator('#servers tr[data-domain="alpha.example"]').click()
+    check_charts(page, served, "7d", "alpha.example")
+    assert page.locator("#chart-domain-deliveries rect.point").count() == 2016
+    page.select_option("#window", "1h")
+    check_charts(page, served, "1h", "alpha.example")
+    assert page.locator("#chart-domain-deliveries rect.point").count() == 12
+    expect(page.locator("#history-domain")).to_have_text("alpha.example")
+
+    page.click("#history-watch")
+    expect(page.locator("#history-note")).to_contain_text("watching alpha.example")
+    listed = httpx.get(f"{served}/api/federation/watched", headers=AUTH).json()
+    assert listed == {"domains": ["alpha.example"]}
+    assert clock.now // FIVE * FIVE == page.eval_on_selector_all(
+        "#chart-domain-deliveries rect.point", "els => Number(els[els.length - 1].dataset.start)"
+    )
+    assert watched.errors == [] and watched.violations() == []
+
+    page.locator("#history").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"), full_page=True)
+    page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)

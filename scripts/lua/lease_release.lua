@@ -7,7 +7,11 @@
 -- KEYS[5]    snap     fedtrack:{<ns>:<SS>}:snap             domain -> its hash at the epoch's close
 -- KEYS[6]    totals   fedtrack:{<ns>:<SS>}:totals           the shard's sums (queued_messages)
 -- KEYS[7]    topqueue fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages
--- KEYS[7+i]  the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
+-- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  domain -> the worker's ages "c0,...,c9"
+-- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           domain -> live workers' sums per age column
+-- KEYS[10]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top      zset domain -> T, the domains with T > 0
+-- KEYS[11]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total    column index 0..9 -> the shard's sum
+-- KEYS[11+i] the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
 -- ARGV[1]    worker id
 -- ARGV[1+i]  domain i: every field of the lease hash, as the caller read it
 --
@@ -26,12 +30,13 @@ local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not expiry or tonumber(expiry) > now_ms then
   return 0
 end
-if #KEYS ~= #ARGV + 6 then
+local FIXED = 11
+if #KEYS ~= #ARGV + FIXED - 1 then
   return redis.error_reply('lease_release: KEYS and ARGV do not match')
 end
 local keys = {}
 for i = 2, #ARGV do
-  keys[ARGV[i]] = KEYS[i + 6]
+  keys[ARGV[i]] = KEYS[i + FIXED - 1]
 end
 local lease = redis.call('HGETALL', KEYS[2])
 for i = 1, #lease, 2 do
@@ -73,4 +78,46 @@ if delta ~= 0 then
   redis.call('HINCRBY', KEYS[6], 'queued_messages', delta)
 end
 redis.call('DEL', KEYS[2])
+
+-- the worker's share of the qshape ages (G8 for the ages)
+local ages = redis.call('HGETALL', KEYS[8])
+local column_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+for i = 1, #ages, 2 do
+  local domain = ages[i]
+  local held = {}
+  for count in string.gmatch(ages[i + 1], '%d+') do
+    held[#held + 1] = tonumber(count)
+  end
+  local sums = {}
+  local summed = redis.call('HGET', KEYS[9], domain)
+  if summed then
+    for count in string.gmatch(summed, '%d+') do
+      sums[#sums + 1] = tonumber(count)
+    end
+  end
+  local total = 0
+  for k = 1, 10 do
+    local current = sums[k] or 0
+    local updated = current - (held[k] or 0)
+    if updated < 0 then
+      updated = 0
+    end
+    column_sums[k] = column_sums[k] + updated - current
+    sums[k] = updated
+    total = total + updated
+  end
+  if total == 0 then
+    redis.call('HDEL', KEYS[9], domain)
+    redis.call('ZREM', KEYS[10], domain)
+  else
+    redis.call('HSET', KEYS[9], domain, table.concat(sums, ','))
+    redis.call('ZADD', KEYS[10], total, domain)
+  end
+end
+for k = 1, 10 do
+  if column_sums[k] ~= 0 then
+    redis.call('HINCRBY', KEYS[11], k - 1, column_sums[k])
+  end
+end
+redis.call('DEL', KEYS[8])
 return 1

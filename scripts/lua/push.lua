@@ -11,14 +11,20 @@
 -- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
--- KEYS[11+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[12]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash domain -> this worker's
+--                      in-flight messages per age column ("c0,...,c9")
+-- KEYS[13]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums per column
+-- KEYS[14]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> T (sum of its columns), T > 0
+-- KEYS[15]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 0..9 -> the shard's sum
+-- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
 -- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[11+i]),
---            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>":
+--            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
+--            optionally followed by "|<health>" and "|<ages>" (absent = nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
 --              the difference with the lease hash is applied to queued_messages (never < 0)
@@ -26,6 +32,13 @@
 --              failed_smtp, success_http, success_https, success_smtp,
 --              successful_deliveries, inbound_deliveries, total_latency_ms
 --   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
+--   health     ignored here (no "|" or newline inside)
+--   ages       "" or "<column>:<count>" items separated by commas, column 0..9 of the qshape
+--              ages (0 = under 5 min … 9 = 1280 min or more), count the worker's ABSOLUTE
+--              number of in-flight messages of that age; the differences with the lease's
+--              ages go to the shard's qshape sums (never < 0). A leading "=" marks a line
+--              that only carries ages (messages moved column): the domain is not touched
+--              (no last_active, not marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
@@ -81,7 +94,8 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-local FIXED = 11
+  .. '|?[^|\n]*|?(=?[%d:,]*)'
+local FIXED = 15
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -107,6 +121,67 @@ local scored, members = {}, {}
 local s1, s2, s3, s4, s5, s6, s7, s8, s9 = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local buckets = {}
 local queued_delta = 0
+local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+-- "c0,...,c9" (or nil) -> a table of ten numbers
+local function columns(text)
+  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  if text then
+    local k = 0
+    for count in string.gmatch(text, '%d+') do
+      k = k + 1
+      counts[k] = tonumber(count)
+    end
+  end
+  return counts
+end
+
+-- apply one line's ages to the worker's lease and the shard's sums
+local function apply_ages(domain, ages)
+  local held_text = call('HGET', KEYS[12], domain)
+  local held = columns(held_text)
+  local sums = nil
+  for column, count in string.gmatch(ages, '(%d):(%d+)') do
+    local k = tonumber(column) + 1
+    local wanted = tonumber(count)
+    local delta = wanted - held[k]
+    if delta ~= 0 then
+      if not sums then
+        sums = columns(call('HGET', KEYS[13], domain))
+      end
+      held[k] = wanted
+      local updated = sums[k] + delta
+      if updated < 0 then
+        updated = 0
+      end
+      age_sums[k] = age_sums[k] + updated - sums[k]
+      sums[k] = updated
+    end
+  end
+  if not sums then
+    return
+  end
+  local total = 0
+  for k = 1, 10 do
+    total = total + held[k]
+  end
+  if total == 0 then
+    call('HDEL', KEYS[12], domain)
+  else
+    call('HSET', KEYS[12], domain, table.concat(held, ','))
+  end
+  total = 0
+  for k = 1, 10 do
+    total = total + sums[k]
+  end
+  if total == 0 then
+    call('HDEL', KEYS[13], domain)
+    call('ZREM', KEYS[14], domain)
+  else
+    call('HSET', KEYS[13], domain, table.concat(sums, ','))
+    call('ZADD', KEYS[14], total, domain)
+  end
+end
 
 local function flush_members()
   if #members > 0 then
@@ -117,10 +192,20 @@ local function flush_members()
 end
 
 local i = FIXED
-for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmatch(ARGV[5], LINE) do
+for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, ages
+    in string.gmatch(ARGV[5], LINE) do
   i = i + 1
   local key = KEYS[i]
-  if closing and call('SREM', KEYS[8], domain) == 1 then
+  local touched = true
+  if ages ~= '' then
+    if string.byte(ages) == 61 then -- "=": only ages, the domain is not touched
+      touched = false
+      apply_ages(domain, string.sub(ages, 2))
+    else
+      apply_ages(domain, ages)
+    end
+  end
+  if touched and closing and call('SREM', KEYS[8], domain) == 1 then
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
@@ -162,15 +247,17 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
       end
     end
   end
-  if not stamped then
-    call('HSET', key, 'last_active', stamp)
-  end
-  fields = fields + 1
-  scored[#scored + 1] = stamp
-  scored[#scored + 1] = domain
-  members[#members + 1] = domain
-  if #members >= 1000 then
-    flush_members()
+  if touched then -- a line is a touch: last_active, the activity index, changed
+    if not stamped then
+      call('HSET', key, 'last_active', stamp)
+    end
+    fields = fields + 1
+    scored[#scored + 1] = stamp
+    scored[#scored + 1] = domain
+    members[#members + 1] = domain
+    if #members >= 1000 then
+      flush_members()
+    end
   end
 end
 flush_members()
@@ -191,6 +278,11 @@ end
 if queued_delta ~= 0 then
   call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
 end
+for k = 1, 10 do
+  if age_sums[k] ~= 0 then
+    call('HINCRBY', KEYS[15], k - 1, age_sums[k])
+  end
+end
 call('HSET', KEYS[2], worker, given)
 call('HSET', KEYS[10], worker, given)
 call('ZADD', KEYS[3], stamp, worker)
@@ -204,7 +296,7 @@ for _, old in ipairs(stale) do
     call('ZREM', KEYS[3], old)
   end
 end
-if call('EXISTS', KEYS[7]) == 1 then
+if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[12]) == 1 then
   call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   call('ZREM', KEYS[6], worker)

@@ -8,18 +8,21 @@ The per-domain data travels in one argument, one line per domain, because redis-
 encodes each argument in pure Python (1 to 2 µs each); a 400-domain chunk then costs one
 string join instead of 1,600 argument encodings:
 
-    <domain>|<queued>|<counters>|<histogram>
+    <domain>|<queued>|<counters>|<histogram>[|<health>[|<ages>]]
 
 ``queued`` is the worker's absolute in-flight count or empty; ``counters`` is always
 nine comma-separated deltas in `stats.COUNTER_FIELDS` order (so one strict pattern checks
 a whole line); ``histogram`` is empty or
-``bucket:count`` items separated by commas. Domains only hold ``a-z 0-9 . - :``, so the
-separators can never be forged.
+``bucket:count`` items separated by commas. ``ages`` (after an empty 5th field when the
+line has no other) is the worker's absolute count of in-flight messages per changed qshape
+column, ``column:count`` items, with a leading ``=`` on a line that carries nothing else
+(messages that only moved column: the domain is not touched). Absent trailing fields mean
+nothing. Domains only hold ``a-z 0-9 . - :``, so the separators can never be forged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +113,11 @@ def seal(
     lease_ttl_ms: int,
     ack_retention_s: int,
     taken: Iterable[tuple[str, Pending]],
+    ages: Mapping[str, Mapping[int, int]] | None = None,
 ) -> Chunk:
-    """Encode `taken` (domain, pending deltas) as one push.lua call (see push.lua's header)."""
+    """Encode `taken` (domain, pending deltas) as one push.lua call (see push.lua's header),
+    with the qshape `ages` (domain → {column: absolute count}) of those domains, and of
+    the other domains of `ages` as lines that only carry ages."""
     keys = [
         shard.hydrated,
         shard.acks,
@@ -124,6 +130,10 @@ def seal(
         shard.snap,
         shard.epoch_acks,
         shard.totals,
+        shard.lease_ages(worker_id),
+        shard.qshape,
+        shard.qshape_top,
+        shard.qshape_total,
     ]
     lines: list[str] = []
     leased: list[str] = []
@@ -144,7 +154,19 @@ def seal(
             if queued > 0:
                 leased.append(name)
         histogram = ",".join([f"{b}:{c}" for b, c in buckets.items()]) if buckets else ""
-        lines.append(f"{name}|{held}|{counters}|{histogram}")
+        changed = ages.get(name) if ages else None
+        if changed:
+            columns = ",".join([f"{k}:{c}" for k, c in changed.items()])
+            lines.append(f"{name}|{held}|{counters}|{histogram}||{columns}")
+        else:
+            lines.append(f"{name}|{held}|{counters}|{histogram}")
+    if ages:
+        carried_lines = {line[: line.index("|")] for line in lines}
+        for name, changed in ages.items():
+            if changed and name not in carried_lines:
+                keys.append(domain_key(name))
+                columns = ",".join([f"{k}:{c}" for k, c in changed.items()])
+                lines.append(f"{name}||0,0,0,0,0,0,0,0,0|||={columns}")
     args = (worker_id, str(seq), str(lease_ttl_ms), str(ack_retention_s), "\n".join(lines))
     return Chunk(
         shard.shard, seq, len(lines), tuple(leased), keys=tuple(keys), args=args, queued=carried

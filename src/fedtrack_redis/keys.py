@@ -178,6 +178,28 @@ class ShardKeys:
         """Hash: domain → this worker's in-flight message count."""
         return f"{self.base}:lease:{worker_id}"
 
+    def lease_ages(self, worker_id: str) -> str:
+        """Hash: domain → this worker's in-flight messages per age column, ten
+        comma-separated counts (`ages.COLUMNS` without T)."""
+        return f"{self.base}:lease:{worker_id}:ages"
+
+    @cached_property
+    def qshape(self) -> str:
+        """Hash: domain → the live workers' in-flight messages per age column, summed (ten
+        comma-separated counts); only domains with some."""
+        return f"{self.base}:qshape"
+
+    @cached_property
+    def qshape_top(self) -> str:
+        """Sorted set: domain → its in-flight messages (T, the sum of its columns), exactly
+        the domains with T > 0."""
+        return f"{self.base}:qshape:top"
+
+    @cached_property
+    def qshape_total(self) -> str:
+        """Hash: age column index (``0`` … ``9``) → the shard's in-flight messages in it."""
+        return f"{self.base}:qshape:total"
+
     def fixed(self) -> tuple[str, ...]:
         """Every key of the shard whose name does not depend on a domain or a worker."""
         return (
@@ -197,6 +219,9 @@ class ShardKeys:
             self.top_failures,
             self.top_latency,
             self.top_queued,
+            self.qshape,
+            self.qshape_top,
+            self.qshape_total,
         )
 
 

@@ -200,6 +200,7 @@ class Pusher:
         batch = take_batch(self._recorder)
         if batch is not None:
             queues.absorb(batch)
+        queues.absorb_ages(time.time())  # qshape columns that changed (worker clock)
         queues.plan_heartbeats()
         self._noscript_rounds = 0
         self._leases_checked = False

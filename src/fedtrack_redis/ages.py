@@ -1,0 +1,198 @@
+"""Queue ages (qshape) on the worker: its in-flight messages' enqueue times per domain, and
+the per-column counts its lease carries (G8).
+
+Columns are Postfix's ``qshape`` ones, half-open by age: ``5`` is under 5 minutes, ``10``
+is [5, 10), …, ``1280+`` is 1,280 minutes or more (`COLUMNS`; `column_counts`).
+
+The hot path (`batch.Recorder.increment_queue` / ``decrement_queue``) only appends or
+drops an enqueue time in an `AgeQueue`, first in, first out, and marks the domain: it
+never computes ages, since doing that under the recorder lock is what would hold the lock
+(a 10k-message domain takes milliseconds). The pusher thread (`AgeTracker.changes`) does
+it incrementally: each `AgeQueue` keeps, per column boundary, the index of the first
+message younger than it (its *cut*), so moving the messages that aged past a boundary
+costs one comparison each, and each domain is revisited only when a queue call touched
+it or when its next message reaches a boundary (a heap of due times). What goes to Redis
+is only the columns that changed, as absolute counts, so a retried or re-ordered chunk
+can never count twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from array import array
+from bisect import bisect_right
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .batch import Recorder
+
+#: The qshape header: T (the sum), then the age columns in minutes.
+COLUMNS = ("T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+")
+#: Number of age columns (without T).
+AGE_COLUMNS = len(COLUMNS) - 1
+#: The lower bound, in seconds, of every column after the first: column k + 1 holds the
+#: ages in [BOUNDARIES[k], BOUNDARIES[k + 1]).
+BOUNDARIES = (300.0, 600.0, 1200.0, 2400.0, 4800.0, 9600.0, 19200.0, 38400.0, 76800.0)
+#: Consumed times kept at the head of an `AgeQueue` before its array is compacted.
+_COMPACT_AFTER = 32
+#: Domains whose columns the pusher evaluates per hold of the recorder lock (keeps each
+#: hold to tens of microseconds, so the hot path never waits long).
+EVALUATE_SLICE = 32
+_NEVER = float("inf")
+
+
+def column_of(age_seconds: float) -> int:
+    """The age column (0 = ``5`` … 9 = ``1280+``) of one age; a negative age (a clock
+    ahead of this one) counts as new."""
+    return bisect_right(BOUNDARIES, age_seconds)
+
+
+def column_counts(times: list[float], now: float) -> list[int]:
+    """The ten column counts of enqueue `times` at `now` (the reference rule that
+    `AgeQueue` computes incrementally)."""
+    counts = [0] * AGE_COLUMNS
+    for enqueued in times:
+        counts[column_of(now - enqueued)] += 1
+    return counts
+
+
+class AgeQueue:
+    """The enqueue times (worker clock, unix seconds) of one domain's in-flight messages,
+    oldest first, in an ``array('d')`` (8 bytes a message) read from index `head` on."""
+
+    __slots__ = ("cuts", "head", "times")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.head = 0
+        #: cuts[k]: index of the first time younger than BOUNDARIES[k] when last
+        #: evaluated (may lag below `head`: read through max(cut, head)).
+        self.cuts = [0] * len(BOUNDARIES)
+
+    def __len__(self) -> int:
+        return len(self.times) - self.head
+
+    def add(self, enqueued: float) -> None:
+        """One more message, enqueued at `enqueued` (kept in time order). Lock held."""
+        times = self.times
+        if not times or enqueued >= times[-1]:
+            times.append(enqueued)
+            return
+        # An older time (a restarted worker re-asserting real ages): insert it in order;
+        # a cut past the insertion point covered only older messages, so it moves by one.
+        position = bisect_right(times, enqueued, self.head)
+        times.insert(position, enqueued)
+        cuts = self.cuts
+        for k, cut in enumerate(cuts):
+            if cut > position:
+                cuts[k] = cut + 1
+
+    def pop_oldest(self) -> None:
+        """One message fewer: the oldest leaves (first in, first out). Lock held."""
+        head = self.head + 1
+        times = self.times
+        if head >= _COMPACT_AFTER and head * 2 >= len(times):
+            del times[:head]
+            self.cuts = [cut - head if cut > head else 0 for cut in self.cuts]
+            head = 0
+        self.head = head
+
+    def evaluate(self, now: float) -> tuple[list[int], float]:
+        """The ten column counts at `now`, and when the next message reaches a boundary
+        (unix seconds; inf when none will). Moves the cuts forward. Lock held."""
+        times = self.times
+        head = self.head
+        size = len(times)
+        cuts = self.cuts
+        due = _NEVER
+        counts = [0] * AGE_COLUMNS
+        previous = size  # cut of the previous (younger) boundary; the size before the first
+        for k, boundary in enumerate(BOUNDARIES):
+            limit = now - boundary  # a message enqueued at or before `limit` is that old
+            cut = cuts[k]
+            cut = max(cut, head)
+            while cut < size and times[cut] <= limit:
+                cut += 1
+            cuts[k] = cut
+            if cut < size:
+                due = min(due, times[cut] + boundary)
+            counts[k] = previous - cut  # column k: ages in [BOUNDARIES[k - 1], BOUNDARIES[k])
+            previous = cut
+        counts[AGE_COLUMNS - 1] = previous - head  # 1280+: every message past the last one
+        return counts, due
+
+
+class AgeTracker:
+    """The pusher's half: which domains' columns changed since the lease last got them.
+
+    `expected` holds, per domain, the ten counts the worker's lease will hold once every
+    change handed out so far is applied; `changes` hands out the columns that differ now.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self.expected: dict[str, list[int]] = {}
+        self._due: list[tuple[float, str]] = []
+        self._due_of: dict[str, float] = {}
+
+    def changes(self, now: float) -> dict[str, dict[int, int]]:
+        """Domain → {column: absolute count} for every column that changed (at `now`,
+        worker clock): domains a queue call touched, and domains whose next message
+        reached a boundary. Takes the recorder lock in short slices."""
+        recorder = self._recorder
+        lock: threading.Lock = recorder._lock
+        with lock:
+            touched = recorder._age_touched
+            recorder._age_touched = set()
+        due = self._due
+        while due and due[0][0] <= now:
+            _when, name = heapq.heappop(due)
+            if self._due_of.get(name) == _when:
+                del self._due_of[name]
+                touched.add(name)
+        if not touched:
+            return {}
+        names = list(touched)
+        evaluated: list[tuple[str, list[int], float]] = []
+        queues = recorder._ages
+        for start in range(0, len(names), EVALUATE_SLICE):
+            with lock:
+                for name in names[start : start + EVALUATE_SLICE]:
+                    queue = queues.get(name)
+                    if queue is None:
+                        evaluated.append((name, [0] * AGE_COLUMNS, _NEVER))
+                    else:
+                        counts, when = queue.evaluate(now)
+                        evaluated.append((name, counts, when))
+        changed: dict[str, dict[int, int]] = {}
+        expected = self.expected
+        for name, counts, when in evaluated:
+            held = expected.get(name)
+            if held is None:
+                diff = {k: c for k, c in enumerate(counts) if c}
+            else:
+                diff = {k: c for k, (c, h) in enumerate(zip(counts, held, strict=True)) if c != h}
+            if diff:
+                changed[name] = diff
+            if any(counts):
+                expected[name] = counts
+            else:
+                expected.pop(name, None)
+            if when != _NEVER and self._due_of.get(name, _NEVER) > when:
+                self._due_of[name] = when
+                heapq.heappush(due, (when, name))
+        return changed
+
+    def full(self, name: str) -> dict[int, int]:
+        """Every non-zero column the lease should hold for `name` (to re-send after the
+        lease was found absent)."""
+        return {k: c for k, c in enumerate(self.expected.get(name, ())) if c}
+
+
+def release_ages(recorder: Recorder) -> None:
+    """Drop every in-flight enqueue time (for `close`, beside `batch.release_inflight`):
+    the next push sends zeros for every column the lease holds."""
+    with recorder._lock:
+        recorder._age_touched.update(recorder._ages)
+        recorder._ages.clear()

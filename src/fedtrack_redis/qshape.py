@@ -1,0 +1,150 @@
+"""The cluster-wide queue shape (Postfix's ``qshape`` across every worker): reads.
+
+Workers report their in-flight messages per age column with their leases (`ages`,
+push.lua); each shard keeps the live workers' sums per domain (``qshape``), its domains by
+T, the sum of their columns (``qshape:top``, exactly the domains with T > 0) and its
+column totals (``qshape:total``). A read therefore never scans: the `top` largest T of
+each shard (and, when a shard's cut falls inside a run of equal T, the first names of
+that run), merged; then those domains' columns and the 16 column totals. Each Redis call
+is O(log n + top) whatever the number of domains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .ages import AGE_COLUMNS, COLUMNS
+from .engine import RedisEngine
+from .errors import BackendUnavailableError, InvalidValueError
+from .keys import NamespaceKeys, ShardKeys
+
+#: Most rows one qshape read returns.
+MAX_TOP = 1000
+DEFAULT_TOP = 20
+
+
+@dataclass(frozen=True)
+class QShape:
+    """One qshape read: `rows` (domain, then T and the ten column counts), largest T first,
+    ties by name; `total` the same eleven counts over every domain."""
+
+    rows: list[tuple[str, list[int]]]
+    total: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's shape: ``columns``, ``rows`` ({domain, counts}), ``total``."""
+        return {
+            "columns": list(COLUMNS),
+            "rows": [{"domain": domain, "counts": counts} for domain, counts in self.rows],
+            "total": self.total,
+        }
+
+
+def validate_top(top: object) -> int:
+    """`top` unchanged when it is an int in [1, MAX_TOP], else `InvalidValueError`."""
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
+        raise InvalidValueError(f"top must be a whole number from 1 to {MAX_TOP}, got {top!r}")
+    return top
+
+
+def parse_columns(text: str | bytes | None) -> list[int]:
+    """Ten counts from a stored ``c0,...,c9`` (missing or short: zeros)."""
+    counts = [0] * AGE_COLUMNS
+    if text:
+        value = text.decode() if isinstance(text, bytes) else text
+        for k, item in enumerate(value.split(",")[:AGE_COLUMNS]):
+            counts[k] = int(item)
+    return counts
+
+
+def read_qshape(
+    engine: RedisEngine | redis.Redis, keys: NamespaceKeys, top: int = DEFAULT_TOP
+) -> QShape:
+    """The `top` domains with the most in-flight messages and the cluster's totals.
+
+    Raises `InvalidValueError` for a bad `top`, `BackendUnavailableError` when Redis
+    does not answer.
+    """
+    top = validate_top(top)
+    engine = RedisEngine.wrap(engine)
+    try:
+        replies = engine.per_shard(
+            keys.shards,
+            lambda pipe, shard: (
+                pipe.zrevrange(shard.qshape_top, 0, top - 1, withscores=True),
+                pipe.hgetall(shard.qshape_total),
+            ),
+        )
+        ranked: list[tuple[int, str, ShardKeys]] = []
+        total = [0] * AGE_COLUMNS
+        full: list[ShardKeys] = []
+        for shard, (members, sums) in zip(keys.shards, replies, strict=True):
+            ranked += [(int(score), str(domain), shard) for domain, score in members]
+            if len(members) == top:
+                full.append(shard)
+            for column, count in sums.items():
+                k = int(column)
+                if 0 <= k < AGE_COLUMNS:
+                    total[k] += int(count)
+        ranked.sort(key=lambda entry: (-entry[0], entry[1]))
+        if full and len(ranked) >= top:
+            ranked = _with_ties(engine, ranked, full, top)
+        chosen = ranked[:top]
+        columns = _columns(engine, [(domain, shard) for _t, domain, shard in chosen])
+    except redis.RedisError as exc:
+        raise BackendUnavailableError(f"reading the queue shape: {exc}") from exc
+    rows = [(domain, [sum(counts), *counts]) for domain, counts in columns]
+    rows.sort(key=lambda row: (-row[1][0], row[0]))
+    return QShape(rows=[row for row in rows if row[1][0] > 0], total=[sum(total), *total])
+
+
+def _with_ties(
+    engine: RedisEngine,
+    ranked: list[tuple[int, str, ShardKeys]],
+    full: list[ShardKeys],
+    top: int,
+) -> list[tuple[int, str, ShardKeys]]:
+    """Ties by name across the cut: a shard that returned `top` members may hold more of
+    the last T kept than it returned (Redis orders equal scores by reverse name); ask
+    those shards for the first names of that T, in name order."""
+    last = ranked[top - 1][0]
+    asked = [shard for shard in full if any(t == last and s is shard for t, _d, s in ranked)]
+    if not asked:
+        return ranked
+    replies = engine.per_shard(
+        asked, lambda pipe, shard: pipe.zrangebyscore(shard.qshape_top, last, last, 0, top)
+    )
+    seen = {(domain, shard.shard) for _t, domain, shard in ranked}
+    for shard, (members,) in zip(asked, replies, strict=True):
+        ranked += [
+            (last, str(domain), shard)
+            for domain in members
+            if (str(domain), shard.shard) not in seen
+        ]
+    ranked.sort(key=lambda entry: (-entry[0], entry[1]))
+    return ranked
+
+
+def _columns(
+    engine: RedisEngine, domains: list[tuple[str, ShardKeys]]
+) -> list[tuple[str, list[int]]]:
+    """Each domain's ten column counts (one HMGET per shard, one pipeline per node)."""
+    by_shard: dict[int, list[str]] = {}
+    shards: dict[int, ShardKeys] = {}
+    for domain, shard in domains:
+        by_shard.setdefault(shard.shard, []).append(domain)
+        shards[shard.shard] = shard
+    if not by_shard:
+        return []
+    asked = [shards[index] for index in by_shard]
+    replies = engine.per_shard(
+        asked, lambda pipe, shard: pipe.hmget(shard.qshape, by_shard[shard.shard])
+    )
+    found: list[tuple[str, list[int]]] = []
+    for shard, (values,) in zip(asked, replies, strict=True):
+        for domain, value in zip(by_shard[shard.shard], values, strict=True):
+            found.append((domain, parse_columns(value)))
+    return found

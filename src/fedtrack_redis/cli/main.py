@@ -109,6 +109,7 @@ def cli(
 def _register_commands() -> None:
     from . import (
         policy_commands,
+        qshape_commands,
         rule_commands,
         service_commands,
         stats_commands,
@@ -120,6 +121,7 @@ def _register_commands() -> None:
         rule_commands,
         transfer_commands,
         stats_commands,
+        qshape_commands,
         service_commands,
     ):
         for command in module.COMMANDS:

@@ -4,14 +4,15 @@ the per-column counts its lease carries (G8).
 Columns are Postfix's ``qshape`` ones, half-open by age: ``5`` is under 5 minutes, ``10``
 is [5, 10), …, ``1280+`` is 1,280 minutes or more (`COLUMNS`; `column_counts`).
 
-The hot path (`batch.Recorder.increment_queue` / ``decrement_queue``) only appends or
-drops an enqueue time in an `AgeQueue`, first in, first out, and marks the domain: it
-never computes ages, since doing that under the recorder lock is what would hold the lock
-(a 10k-message domain takes milliseconds). The pusher thread (`AgeTracker.changes`) does
-it incrementally: each `AgeQueue` keeps, per column boundary, the index of the first
-message younger than it (its *cut*), so moving the messages that aged past a boundary
-costs one comparison each, and each domain is revisited only when a queue call touched
-it or when its next message reaches a boundary (a heap of due times). What goes to Redis
+The hot path (`batch.Recorder.increment_queue` / ``decrement_queue``) only stores or
+drops an enqueue time — a bare float for a domain's only message (most domains), an
+`AgeQueue` for several, first in, first out: it never computes ages, since doing that
+under the recorder lock is what would hold the lock (a 10k-message domain takes
+milliseconds). The pusher thread (`AgeTracker.changes`) does it incrementally: each
+`AgeQueue` keeps, per column boundary, the index of the first message younger than it
+(its *cut*), so moving the messages that aged past a boundary costs one comparison each,
+and each domain is revisited only when a queue call touched it (its batch row carries a
+count) or when its next message reaches a boundary (a heap of due times). What goes to Redis
 is only the columns that changed, as absolute counts, so a retried or re-ordered chunk
 can never count twice.
 """
@@ -69,6 +70,13 @@ class AgeQueue:
         #: cuts[k]: index of the first time younger than BOUNDARIES[k] when last
         #: evaluated (may lag below `head`: read through max(cut, head)).
         self.cuts = [0] * len(BOUNDARIES)
+
+    @classmethod
+    def of(cls, first: float) -> AgeQueue:
+        """A queue holding one message enqueued at `first`."""
+        queue = cls()
+        queue.times.append(first)
+        return queue
 
     def __len__(self) -> int:
         return len(self.times) - self.head
@@ -136,15 +144,13 @@ class AgeTracker:
         self._due: list[tuple[float, str]] = []
         self._due_of: dict[str, float] = {}
 
-    def changes(self, now: float) -> dict[str, dict[int, int]]:
+    def changes(self, now: float, touched: set[str]) -> dict[str, dict[int, int]]:
         """Domain → {column: absolute count} for every column that changed (at `now`,
-        worker clock): domains a queue call touched, and domains whose next message
-        reached a boundary. Takes the recorder lock in short slices."""
+        worker clock) among the `touched` domains (a queue call changed their count) and
+        those whose next message reached a boundary. Takes the recorder lock in short
+        slices."""
         recorder = self._recorder
         lock: threading.Lock = recorder._lock
-        with lock:
-            touched = recorder._age_touched
-            recorder._age_touched = set()
         due = self._due
         while due and due[0][0] <= now:
             _when, name = heapq.heappop(due)
@@ -162,9 +168,10 @@ class AgeTracker:
                     queue = queues.get(name)
                     if queue is None:
                         evaluated.append((name, [0] * AGE_COLUMNS, _NEVER))
+                    elif queue.__class__ is float:
+                        evaluated.append((name, *_single(queue, now)))
                     else:
-                        counts, when = queue.evaluate(now)
-                        evaluated.append((name, counts, when))
+                        evaluated.append((name, *queue.evaluate(now)))  # type: ignore[union-attr]
         changed: dict[str, dict[int, int]] = {}
         expected = self.expected
         for name, counts, when in evaluated:
@@ -190,9 +197,16 @@ class AgeTracker:
         return {k: c for k, c in enumerate(self.expected.get(name, ())) if c}
 
 
+def _single(enqueued: float, now: float) -> tuple[list[int], float]:
+    """`AgeQueue.evaluate` for a domain's only message."""
+    counts = [0] * AGE_COLUMNS
+    column = column_of(now - enqueued)
+    counts[column] = 1
+    return counts, enqueued + BOUNDARIES[column] if column < len(BOUNDARIES) else _NEVER
+
+
 def release_ages(recorder: Recorder) -> None:
-    """Drop every in-flight enqueue time (for `close`, beside `batch.release_inflight`):
-    the next push sends zeros for every column the lease holds."""
+    """Drop every in-flight enqueue time (for `close`, after `batch.release_inflight`,
+    whose rows make the next push send zeros for every column the lease holds)."""
     with recorder._lock:
-        recorder._age_touched.update(recorder._ages)
         recorder._ages.clear()

@@ -23,9 +23,9 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
 
 In-flight counts (G8) persist across batches in ``inflight`` (normalized domain → count
 > 0); each step clamps at 0, so a decrement at 0 then an increment gives 1. Beside each
-count, ``ages`` keeps the messages' enqueue times (`ages.AgeQueue`, first in, first out)
-and ``age_touched`` the domains whose times changed: the pusher turns them into qshape
-columns off the hot path (`ages.AgeTracker`).
+count, ``ages`` keeps the messages' enqueue times (first in, first out; `ages.AgeQueue`):
+the pusher turns them into qshape columns off the hot path (`ages.AgeTracker`), for the
+domains whose row carries a count and those whose messages reach a column boundary.
 """
 
 from __future__ import annotations
@@ -150,8 +150,9 @@ class Recorder:
         self._rows: dict[str, Row] = {}
         self._histogram: defaultdict[int, int] = defaultdict(int)
         self._inflight: dict[str, int] = {}
-        self._ages: dict[str, AgeQueue] = {}
-        self._age_touched: set[str] = set()
+        #: Enqueue times of the in-flight messages: a float for a domain's only message,
+        #: an `AgeQueue` for several (kept in step with ``_inflight``).
+        self._ages: dict[str, float | AgeQueue] = {}
 
     def _row(self, spelling: str) -> Row:
         """Create the row of a spelling not seen in this batch (validating it). Lock held."""
@@ -243,11 +244,14 @@ class Recorder:
                 rows[name] = _new_row(count, rows)
             else:
                 row[QUEUED] = count
-            queue = self._ages.get(name)
-            if queue is None:
-                queue = self._ages[name] = AgeQueue()
-            queue.add(enqueued)
-            self._age_touched.add(name)
+            ages = self._ages
+            if count == 1:
+                ages[name] = enqueued  # one message: its time alone (most domains)
+            else:
+                queue = ages[name]
+                if queue.__class__ is float:
+                    queue = ages[name] = AgeQueue.of(queue)
+                queue.add(enqueued)  # type: ignore[union-attr]
 
     def decrement_queue(self, domain: str) -> None:
         """One message fewer in flight to `domain` (never below 0): the oldest one."""
@@ -258,13 +262,11 @@ class Recorder:
             if count > 1:
                 count -= 1
                 inflight[name] = count
-                self._ages[name].pop_oldest()
-                self._age_touched.add(name)
+                self._ages[name].pop_oldest()  # type: ignore[union-attr]
             elif count == 1:
                 count = 0
                 del inflight[name]
                 del self._ages[name]
-                self._age_touched.add(name)
             rows = self._rows
             row = rows.get(name)
             if row is None:

@@ -85,10 +85,17 @@ class ShardQueues:
         self._shard_cache: dict[str, int] = {}
         self.ages = AgeTracker(recorder)
 
-    def absorb_ages(self, now: float) -> None:
-        """Add the qshape columns that changed by `now` (worker clock) to their shards."""
+    def absorb_ages(self, now: float, batch: Batch | None) -> None:
+        """Add the qshape columns that changed by `now` (worker clock) to their shards: of
+        the domains whose count `batch` carries, and of those whose messages aged into
+        another column. (Call before `absorb`, which may clear the counts it passes.)"""
+        touched = (
+            {name for name, row in batch.rows.items() if row[QUEUED] != NOT_QUEUED}
+            if (batch is not None)
+            else set()
+        )
         shards = self.shards
-        for name, changed in self.ages.changes(now).items():
+        for name, changed in self.ages.changes(now, touched).items():
             held = shards[self._shard(name)].ages
             if name in held:
                 held[name].update(changed)

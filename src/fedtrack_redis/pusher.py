@@ -198,9 +198,9 @@ class Pusher:
         queues = self._queues
         self._engine.verify_master()
         batch = take_batch(self._recorder)
+        queues.absorb_ages(time.time(), batch)  # qshape columns that changed (worker clock)
         if batch is not None:
             queues.absorb(batch)
-        queues.absorb_ages(time.time())  # qshape columns that changed (worker clock)
         queues.plan_heartbeats()
         self._noscript_rounds = 0
         self._leases_checked = False

@@ -30,6 +30,7 @@ from benchmarks import (
     bench_flusher,
     bench_policy,
     bench_propagation,
+    bench_qshape,
     bench_rules,
     bench_size,
     bench_tracker,
@@ -59,6 +60,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "flusher": bench_flusher.run,
     "rules": rules,
     "engines": bench_engines.run,
+    "qshape": bench_qshape.run,
 }
 
 

@@ -100,23 +100,25 @@ def changes(ages: AgeTracker, recorder: Recorder, now: float) -> dict[str, dict[
     return ages.changes(now, {name for name, row in rows.items() if row[QUEUED] != NOT_QUEUED})
 
 
-def test_the_tracker_hands_out_only_changed_columns_then_moves_when_due() -> None:
+def test_the_tracker_hands_out_only_changed_older_columns_then_moves_when_due() -> None:
     recorder = Recorder()
     ages = AgeTracker(recorder)
     recorder.increment_queue("a.example", enqueued_at=NOW - 100)
     recorder.increment_queue("a.example", enqueued_at=NOW - 100)
     recorder.increment_queue("b.example", enqueued_at=NOW - 350)
-    assert changes(ages, recorder, NOW) == {"a.example": {0: 2}, "b.example": {1: 1}}
+    # column 0 (under 5 min) never travels: it is the count minus the others
+    assert changes(ages, recorder, NOW) == {"b.example": {1: 1}}
     assert changes(ages, recorder, NOW + 100) == {}  # nothing moved, nothing touched
-    assert changes(ages, recorder, NOW + 200) == {"a.example": {0: 0, 1: 2}}  # due: 5 min old now
+    assert changes(ages, recorder, NOW + 200) == {"a.example": {1: 2}}  # due: 5 min old now
     recorder.decrement_queue("b.example")
     assert changes(ages, recorder, NOW + 200) == {"b.example": {1: 0}}
     assert ages.full("a.example") == {1: 2}
     assert ages.full("b.example") == {}
+    assert changes(ages, recorder, NOW + 500) == {"a.example": {1: 0, 2: 2}}
     release_inflight(recorder)  # what close() does
     release_ages(recorder)
     assert recorder._ages == {}
-    assert changes(ages, recorder, NOW + 200) == {"a.example": {1: 0}}
+    assert changes(ages, recorder, NOW + 500) == {"a.example": {2: 0}}
 
 
 def test_decrement_queue_removes_the_oldest_message() -> None:
@@ -126,18 +128,18 @@ def test_decrement_queue_removes_the_oldest_message() -> None:
     recorder.increment_queue("a.example", enqueued_at=NOW - 30)  # column 5
     recorder.increment_queue("a.example", enqueued_at=NOW - 700)  # column 20, inserted
     recorder.decrement_queue("A.Example")
-    assert changes(ages, recorder, NOW) == {"a.example": {0: 1, 2: 1}}
+    assert changes(ages, recorder, NOW) == {"a.example": {2: 1}}
     recorder.decrement_queue("a.example")
-    assert changes(ages, recorder, NOW) == {"a.example": {2: 0}}  # only the column that changed
+    assert changes(ages, recorder, NOW) == {"a.example": {2: 0}}  # only what changed
 
 
 def test_a_decrement_at_zero_leaves_no_age_behind() -> None:
     recorder = Recorder()
     ages = AgeTracker(recorder)
     recorder.decrement_queue("a.example")
-    recorder.increment_queue("a.example", enqueued_at=NOW)
-    assert changes(ages, recorder, NOW) == {"a.example": {0: 1}}
-    assert recorder._ages == {"a.example": NOW}  # a domain's only message: its time alone
+    recorder.increment_queue("a.example", enqueued_at=NOW - 400)
+    assert changes(ages, recorder, NOW) == {"a.example": {1: 1}}
+    assert recorder._ages == {"a.example": NOW - 400}  # a domain's only message: its time
     assert recorder._inflight == {"a.example": 1}
 
 

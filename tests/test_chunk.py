@@ -109,11 +109,11 @@ def test_seal_appends_changed_qshape_columns_and_lines_that_only_carry_ages() ->
         30_000,
         600,
         [("a.example", [0, 0, 0, 0, 0, 0, 0, 0, 2, None])],
-        {"a.example": {0: 2}, "c.example": {0: 0, 1: 1}},
+        {"a.example": {3: 2}, "c.example": {1: 0, 2: 1}},
     )
     assert chunk.args[4].split("\n") == [
-        "a.example|2|0,0,0,0,0,0,0,0,0|||0:2",
-        "c.example||0,0,0,0,0,0,0,0,0|||=0:0,1:1",
+        "a.example|2|0,0,0,0,0,0,0,0,0|||3:2",
+        "c.example||0,0,0,0,0,0,0,0,0|||=1:0,2:1",
     ]
     assert chunk.keys[15:] == (shard.domain("a.example"), shard.domain("c.example"))
     assert chunk.domains == 2

@@ -7,10 +7,10 @@
 -- KEYS[5]    snap     fedtrack:{<ns>:<SS>}:snap             domain -> its hash at the epoch's close
 -- KEYS[6]    totals   fedtrack:{<ns>:<SS>}:totals           the shard's sums (queued_messages)
 -- KEYS[7]    topqueue fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages
--- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  domain -> the worker's ages "c0,...,c9"
--- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           domain -> live workers' sums per age column
--- KEYS[10]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top      zset domain -> T, the domains with T > 0
--- KEYS[11]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total    column index 0..9 -> the shard's sum
+-- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  domain -> the worker's ages "c1,...,c9"
+-- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           domain -> live workers' sums "c1,...,c9"
+-- KEYS[10]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top      zset domain -> queued_messages, when > 0
+-- KEYS[11]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total    column index 1..9 -> the shard's sum
 -- KEYS[11+i] the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
 -- ARGV[1]    worker id
 -- ARGV[1+i]  domain i: every field of the lease hash, as the caller read it
@@ -68,8 +68,10 @@ for i = 1, #lease, 2 do
       delta = delta + updated - current
       if updated > 0 then
         redis.call('ZADD', KEYS[7], updated, domain)
+        redis.call('ZADD', KEYS[10], updated, domain)
       else
         redis.call('ZREM', KEYS[7], domain)
+        redis.call('ZREM', KEYS[10], domain)
       end
     end
   end
@@ -81,7 +83,7 @@ redis.call('DEL', KEYS[2])
 
 -- the worker's share of the qshape ages (G8 for the ages)
 local ages = redis.call('HGETALL', KEYS[8])
-local column_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local column_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
 for i = 1, #ages, 2 do
   local domain = ages[i]
   local held = {}
@@ -95,8 +97,8 @@ for i = 1, #ages, 2 do
       sums[#sums + 1] = tonumber(count)
     end
   end
-  local total = 0
-  for k = 1, 10 do
+  local left = 0
+  for k = 1, 9 do
     local current = sums[k] or 0
     local updated = current - (held[k] or 0)
     if updated < 0 then
@@ -104,19 +106,17 @@ for i = 1, #ages, 2 do
     end
     column_sums[k] = column_sums[k] + updated - current
     sums[k] = updated
-    total = total + updated
+    left = left + updated
   end
-  if total == 0 then
+  if left == 0 then
     redis.call('HDEL', KEYS[9], domain)
-    redis.call('ZREM', KEYS[10], domain)
   else
     redis.call('HSET', KEYS[9], domain, table.concat(sums, ','))
-    redis.call('ZADD', KEYS[10], total, domain)
   end
 end
-for k = 1, 10 do
+for k = 1, 9 do
   if column_sums[k] ~= 0 then
-    redis.call('HINCRBY', KEYS[11], k - 1, column_sums[k])
+    redis.call('HINCRBY', KEYS[11], k, column_sums[k])
   end
 end
 redis.call('DEL', KEYS[8])

@@ -12,10 +12,10 @@
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
 -- KEYS[12]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash domain -> this worker's
---                      in-flight messages per age column ("c0,...,c9")
--- KEYS[13]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums per column
--- KEYS[14]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> T (sum of its columns), T > 0
--- KEYS[15]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 0..9 -> the shard's sum
+--                      in-flight messages 5 minutes old or more, per age column ("c1,...,c9")
+-- KEYS[13]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums "c1,...,c9"
+-- KEYS[14]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
+-- KEYS[15]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
 -- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
@@ -33,12 +33,14 @@
 --              successful_deliveries, inbound_deliveries, total_latency_ms
 --   histogram  "" or "<bucket>:<count>" items separated by commas (fields h<bucket>)
 --   health     ignored here (no "|" or newline inside)
---   ages       "" or "<column>:<count>" items separated by commas, column 0..9 of the qshape
---              ages (0 = under 5 min … 9 = 1280 min or more), count the worker's ABSOLUTE
+--   ages       "" or "<column>:<count>" items separated by commas, column 1..9 of the qshape
+--              ages (1 = [5, 10) min … 9 = 1280 min or more), count the worker's ABSOLUTE
 --              number of in-flight messages of that age; the differences with the lease's
---              ages go to the shard's qshape sums (never < 0). A leading "=" marks a line
---              that only carries ages (messages moved column): the domain is not touched
---              (no last_active, not marked changed)
+--              ages go to the shard's qshape sums (never < 0). Column 0 (under 5 min) is
+--              never sent: it is T minus the others, and T is queued_messages, mirrored
+--              into KEYS[14] here. A leading "=" marks a line that only carries ages
+--              (messages moved column): the domain is not touched (no last_active, not
+--              marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
 --            knows none yet; a marker naming another identity refuses the chunk
 -- ARGV[7]    most acks kept per shard
@@ -121,11 +123,13 @@ local scored, members = {}, {}
 local s1, s2, s3, s4, s5, s6, s7, s8, s9 = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local buckets = {}
 local queued_delta = 0
-local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
 
--- "c0,...,c9" (or nil) -> a table of ten numbers
+local scored_queued, unqueued = {}, {}
+
+-- "c1,...,c9" (or nil) -> a table of nine numbers
 local function columns(text)
-  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0}
   if text then
     local k = 0
     for count in string.gmatch(text, '%d+') do
@@ -136,50 +140,65 @@ local function columns(text)
   return counts
 end
 
+local function all_zero(counts)
+  for k = 1, 9 do
+    if counts[k] ~= 0 then
+      return false
+    end
+  end
+  return true
+end
+
 -- apply one line's ages to the worker's lease and the shard's sums
 local function apply_ages(domain, ages)
-  local held_text = call('HGET', KEYS[12], domain)
-  local held = columns(held_text)
+  local held = nil
   local sums = nil
   for column, count in string.gmatch(ages, '(%d):(%d+)') do
-    local k = tonumber(column) + 1
-    local wanted = tonumber(count)
-    local delta = wanted - held[k]
-    if delta ~= 0 then
-      if not sums then
-        sums = columns(call('HGET', KEYS[13], domain))
+    local k = tonumber(column)
+    if k >= 1 then
+      if not held then
+        held = columns(call('HGET', KEYS[12], domain))
       end
-      held[k] = wanted
-      local updated = sums[k] + delta
-      if updated < 0 then
-        updated = 0
+      local wanted = tonumber(count)
+      local delta = wanted - held[k]
+      if delta ~= 0 then
+        if not sums then
+          sums = columns(call('HGET', KEYS[13], domain))
+        end
+        held[k] = wanted
+        local updated = sums[k] + delta
+        if updated < 0 then
+          updated = 0
+        end
+        age_sums[k] = age_sums[k] + updated - sums[k]
+        sums[k] = updated
       end
-      age_sums[k] = age_sums[k] + updated - sums[k]
-      sums[k] = updated
     end
   end
   if not sums then
     return
   end
-  local total = 0
-  for k = 1, 10 do
-    total = total + held[k]
-  end
-  if total == 0 then
+  if all_zero(held) then
     call('HDEL', KEYS[12], domain)
   else
     call('HSET', KEYS[12], domain, table.concat(held, ','))
   end
-  total = 0
-  for k = 1, 10 do
-    total = total + sums[k]
-  end
-  if total == 0 then
+  if all_zero(sums) then
     call('HDEL', KEYS[13], domain)
-    call('ZREM', KEYS[14], domain)
   else
     call('HSET', KEYS[13], domain, table.concat(sums, ','))
-    call('ZADD', KEYS[14], total, domain)
+  end
+end
+
+-- the qshape index mirrors queued_messages (batched like the activity index)
+local function flush_queued()
+  if #scored_queued > 0 then
+    call('ZADD', KEYS[14], unpack(scored_queued))
+    scored_queued = {}
+  end
+  if #unqueued > 0 then
+    call('ZREM', KEYS[14], unpack(unqueued))
+    unqueued = {}
   end
 end
 
@@ -238,6 +257,12 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, ages
       end
       queued_delta = queued_delta + updated - current
       call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+      if updated > 0 then
+        scored_queued[#scored_queued + 1] = updated
+        scored_queued[#scored_queued + 1] = domain
+      else
+        unqueued[#unqueued + 1] = domain
+      end
       stamped = true
       fields = fields + 1
       if wanted == 0 then
@@ -257,10 +282,12 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, ages
     members[#members + 1] = domain
     if #members >= 1000 then
       flush_members()
+      flush_queued()
     end
   end
 end
 flush_members()
+flush_queued()
 
 -- the shard's totals, kept as pushes arrive (reads never add up every domain); the top
 -- lists are the flusher's, refreshed from each epoch it reads
@@ -278,9 +305,9 @@ end
 if queued_delta ~= 0 then
   call('HINCRBY', KEYS[11], 'queued_messages', queued_delta)
 end
-for k = 1, 10 do
+for k = 1, 9 do
   if age_sums[k] ~= 0 then
-    call('HINCRBY', KEYS[15], k - 1, age_sums[k])
+    call('HINCRBY', KEYS[15], k, age_sums[k])
   end
 end
 call('HSET', KEYS[2], worker, given)

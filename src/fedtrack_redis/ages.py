@@ -112,6 +112,10 @@ class AgeQueue:
         times = self.times
         head = self.head
         size = len(times)
+        first = BOUNDARIES[0]
+        oldest = times[head]
+        if now - oldest < first:  # every message under 5 minutes (most queues)
+            return [size - head, 0, 0, 0, 0, 0, 0, 0, 0, 0], oldest + first
         cuts = self.cuts
         due = _NEVER
         counts = [0] * AGE_COLUMNS
@@ -134,13 +138,17 @@ class AgeQueue:
 class AgeTracker:
     """The pusher's half: which domains' columns changed since the lease last got them.
 
-    `expected` holds, per domain, the ten counts the worker's lease will hold once every
-    change handed out so far is applied; `changes` hands out the columns that differ now.
+    Only the columns from ``10`` on (5 minutes or more, indexes 1…9) travel: the first
+    one is the domain's in-flight count (T, which the lease already carries) minus the
+    others, so a message queued or delivered young costs the push nothing more.
+    `expected` holds, per domain with such messages, the nine counts the worker's lease
+    will hold once every change handed out so far is applied; `changes` hands out the
+    columns that differ now.
     """
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
-        self.expected: dict[str, list[int]] = {}
+        self.expected: dict[str, list[int]] = {}  # domain -> columns 1..9
         self._due: list[tuple[float, str]] = []
         self._due_of: dict[str, float] = {}
 
@@ -176,25 +184,28 @@ class AgeTracker:
         expected = self.expected
         for name, counts, when in evaluated:
             held = expected.get(name)
+            older = counts[1:]  # column 0 is never sent: T (the count) minus the others
             if held is None:
-                diff = {k: c for k, c in enumerate(counts) if c}
-            else:
-                diff = {k: c for k, (c, h) in enumerate(zip(counts, held, strict=True)) if c != h}
-            if diff:
-                changed[name] = diff
-            if any(counts):
-                expected[name] = counts
-            else:
-                expected.pop(name, None)
+                if any(older):
+                    changed[name] = {k: c for k, c in enumerate(older, 1) if c}
+                    expected[name] = older
+            elif older != held:
+                changed[name] = {
+                    k: c for k, (c, h) in enumerate(zip(older, held, strict=True), 1) if c != h
+                }
+                if any(older):
+                    expected[name] = older
+                else:
+                    del expected[name]
             if when != _NEVER and self._due_of.get(name, _NEVER) > when:
                 self._due_of[name] = when
                 heapq.heappush(due, (when, name))
         return changed
 
     def full(self, name: str) -> dict[int, int]:
-        """Every non-zero column the lease should hold for `name` (to re-send after the
-        lease was found absent)."""
-        return {k: c for k, c in enumerate(self.expected.get(name, ())) if c}
+        """Every non-zero column (1…9) the lease should hold for `name` (to re-send after
+        the lease was found absent)."""
+        return {k: c for k, c in enumerate(self.expected.get(name, ()), 1) if c}
 
 
 def _single(enqueued: float, now: float) -> tuple[list[int], float]:

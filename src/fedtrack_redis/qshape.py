@@ -1,12 +1,14 @@
 """The cluster-wide queue shape (Postfix's ``qshape`` across every worker): reads.
 
 Workers report their in-flight messages per age column with their leases (`ages`,
-push.lua); each shard keeps the live workers' sums per domain (``qshape``), its domains by
-T, the sum of their columns (``qshape:top``, exactly the domains with T > 0) and its
-column totals (``qshape:total``). A read therefore never scans: the `top` largest T of
-each shard (and, when a shard's cut falls inside a run of equal T, the first names of
-that run), merged; then those domains' columns and the 16 column totals. Each Redis call
-is O(log n + top) whatever the number of domains.
+push.lua). T, a domain's in-flight messages, is its ``queued_messages`` (the G8 gauge),
+which push.lua mirrors into each shard's ``qshape:top`` index (exactly the domains with
+T > 0); the columns from 5 minutes on are the live workers' sums per domain
+(``qshape``) and per shard (``qshape:total``); the first column is T minus those. A read
+therefore never scans: the `top` largest T of each shard (and, when a shard's cut falls
+inside a run of equal T, the first names of that run), merged; then those domains'
+columns, the 16 column totals and the 16 ``queued_messages`` totals. Each Redis call is
+O(log n + top) whatever the number of domains.
 """
 
 from __future__ import annotations
@@ -51,13 +53,21 @@ def validate_top(top: object) -> int:
 
 
 def parse_columns(text: str | bytes | None) -> list[int]:
-    """Ten counts from a stored ``c0,...,c9`` (missing or short: zeros)."""
-    counts = [0] * AGE_COLUMNS
+    """The nine counts of a stored ``c1,...,c9`` (missing or short: zeros)."""
+    counts = [0] * (AGE_COLUMNS - 1)
     if text:
         value = text.decode() if isinstance(text, bytes) else text
-        for k, item in enumerate(value.split(",")[:AGE_COLUMNS]):
+        for k, item in enumerate(value.split(",")[: AGE_COLUMNS - 1]):
             counts[k] = int(item)
     return counts
+
+
+def shape_row(t: int, older: list[int]) -> list[int]:
+    """T and the ten columns from T and the columns from 5 minutes on: the first column
+    is what T holds beyond them (never below 0; T then grows to the sum of the columns,
+    for a moment where the ages arrived before the count they belong to)."""
+    young = max(t - sum(older), 0)
+    return [young + sum(older), young, *older]
 
 
 def read_qshape(
@@ -76,19 +86,22 @@ def read_qshape(
             lambda pipe, shard: (
                 pipe.zrevrange(shard.qshape_top, 0, top - 1, withscores=True),
                 pipe.hgetall(shard.qshape_total),
+                pipe.hget(shard.totals, "queued_messages"),
             ),
         )
         ranked: list[tuple[int, str, ShardKeys]] = []
-        total = [0] * AGE_COLUMNS
+        older_total = [0] * (AGE_COLUMNS - 1)
+        queued = 0
         full: list[ShardKeys] = []
-        for shard, (members, sums) in zip(keys.shards, replies, strict=True):
+        for shard, (members, sums, shard_queued) in zip(keys.shards, replies, strict=True):
             ranked += [(int(score), str(domain), shard) for domain, score in members]
             if len(members) == top:
                 full.append(shard)
+            queued += int(shard_queued or 0)
             for column, count in sums.items():
                 k = int(column)
-                if 0 <= k < AGE_COLUMNS:
-                    total[k] += int(count)
+                if 1 <= k < AGE_COLUMNS:
+                    older_total[k - 1] += int(count)
         ranked.sort(key=lambda entry: (-entry[0], entry[1]))
         if full and len(ranked) >= top:
             ranked = _with_ties(engine, ranked, full, top)
@@ -96,9 +109,12 @@ def read_qshape(
         columns = _columns(engine, [(domain, shard) for _t, domain, shard in chosen])
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the queue shape: {exc}") from exc
-    rows = [(domain, [sum(counts), *counts]) for domain, counts in columns]
+    rows = [
+        (domain, shape_row(t, older))
+        for (t, domain, _s), older in zip(chosen, columns, strict=True)
+    ]
     rows.sort(key=lambda row: (-row[1][0], row[0]))
-    return QShape(rows=[row for row in rows if row[1][0] > 0], total=[sum(total), *total])
+    return QShape(rows=rows, total=shape_row(queued, older_total))
 
 
 def _with_ties(
@@ -128,10 +144,9 @@ def _with_ties(
     return ranked
 
 
-def _columns(
-    engine: RedisEngine, domains: list[tuple[str, ShardKeys]]
-) -> list[tuple[str, list[int]]]:
-    """Each domain's ten column counts (one HMGET per shard, one pipeline per node)."""
+def _columns(engine: RedisEngine, domains: list[tuple[str, ShardKeys]]) -> list[list[int]]:
+    """Each domain's columns from 5 minutes on, in order (one HMGET per shard, one
+    pipeline per node)."""
     by_shard: dict[int, list[str]] = {}
     shards: dict[int, ShardKeys] = {}
     for domain, shard in domains:
@@ -143,8 +158,8 @@ def _columns(
     replies = engine.per_shard(
         asked, lambda pipe, shard: pipe.hmget(shard.qshape, by_shard[shard.shard])
     )
-    found: list[tuple[str, list[int]]] = []
+    found: dict[tuple[int, str], list[int]] = {}
     for shard, (values,) in zip(asked, replies, strict=True):
         for domain, value in zip(by_shard[shard.shard], values, strict=True):
-            found.append((domain, parse_columns(value)))
-    return found
+            found[shard.shard, domain] = parse_columns(value)
+    return [found[shard.shard, domain] for domain, shard in domains]

@@ -168,37 +168,48 @@ class AgeTracker:
         if not touched:
             return {}
         names = list(touched)
-        evaluated: list[tuple[str, list[int], float]] = []
+        first = BOUNDARIES[0]
+        # (domain, columns 1..9 or None when all are 0, next move): under the lock only
+        # what reads the queue; the common case (every message under 5 minutes) costs a
+        # look at the oldest message.
+        evaluated: list[tuple[str, list[int] | None, float]] = []
+        add = evaluated.append
         queues = recorder._ages
         for start in range(0, len(names), EVALUATE_SLICE):
             with lock:
                 for name in names[start : start + EVALUATE_SLICE]:
                     queue = queues.get(name)
                     if queue is None:
-                        evaluated.append((name, [0] * AGE_COLUMNS, _NEVER))
-                    elif queue.__class__ is float:
-                        evaluated.append((name, *_single(queue, now)))
+                        add((name, None, _NEVER))
+                        continue
+                    single = queue.__class__ is float
+                    oldest: float = queue if single else queue.times[queue.head]  # type: ignore[assignment, union-attr]
+                    if now - oldest < first:
+                        add((name, None, oldest + first))
+                    elif single:
+                        add((name, *_single(oldest, now)))
                     else:
-                        evaluated.append((name, *queue.evaluate(now)))  # type: ignore[union-attr]
+                        counts, when = queue.evaluate(now)  # type: ignore[union-attr]
+                        add((name, counts[1:], when))
         changed: dict[str, dict[int, int]] = {}
         expected = self.expected
-        for name, counts, when in evaluated:
+        due_of = self._due_of
+        for name, older, when in evaluated:
             held = expected.get(name)
-            older = counts[1:]  # column 0 is never sent: T (the count) minus the others
-            if held is None:
-                if any(older):
-                    changed[name] = {k: c for k, c in enumerate(older, 1) if c}
-                    expected[name] = older
+            if older is None or not any(older):
+                if held is not None:
+                    changed[name] = {k: 0 for k, h in enumerate(held, 1) if h}
+                    del expected[name]
+            elif held is None:
+                changed[name] = {k: c for k, c in enumerate(older, 1) if c}
+                expected[name] = older
             elif older != held:
                 changed[name] = {
                     k: c for k, (c, h) in enumerate(zip(older, held, strict=True), 1) if c != h
                 }
-                if any(older):
-                    expected[name] = older
-                else:
-                    del expected[name]
-            if when != _NEVER and self._due_of.get(name, _NEVER) > when:
-                self._due_of[name] = when
+                expected[name] = older
+            if when < due_of.get(name, _NEVER):
+                due_of[name] = when
                 heapq.heappush(due, (when, name))
         return changed
 
@@ -209,11 +220,11 @@ class AgeTracker:
 
 
 def _single(enqueued: float, now: float) -> tuple[list[int], float]:
-    """`AgeQueue.evaluate` for a domain's only message."""
-    counts = [0] * AGE_COLUMNS
+    """Columns 1..9 and the next move of a domain's only message (5 minutes old or more)."""
+    older = [0] * (AGE_COLUMNS - 1)
     column = column_of(now - enqueued)
-    counts[column] = 1
-    return counts, enqueued + BOUNDARIES[column] if column < len(BOUNDARIES) else _NEVER
+    older[column - 1] = 1
+    return older, enqueued + BOUNDARIES[column] if column < len(BOUNDARIES) else _NEVER
 
 
 def release_ages(recorder: Recorder) -> None:

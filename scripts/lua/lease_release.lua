@@ -7,8 +7,8 @@
 -- KEYS[5]    snap     fedtrack:{<ns>:<SS>}:snap             domain -> its hash at the epoch's close
 -- KEYS[6]    totals   fedtrack:{<ns>:<SS>}:totals           the shard's sums (queued_messages)
 -- KEYS[7]    topqueue fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages
--- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  domain -> the worker's ages "c1,...,c9"
--- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           domain -> live workers' sums "c1,...,c9"
+-- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  "<domain>|<column>" -> the worker's count
+-- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           "<domain>|<column>" -> live workers' sum
 -- KEYS[10]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top      zset domain -> queued_messages, when > 0
 -- KEYS[11]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total    column index 1..9 -> the shard's sum
 -- KEYS[11+i] the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
@@ -85,33 +85,17 @@ redis.call('DEL', KEYS[2])
 local ages = redis.call('HGETALL', KEYS[8])
 local column_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
 for i = 1, #ages, 2 do
-  local domain = ages[i]
-  local held = {}
-  for count in string.gmatch(ages[i + 1], '%d+') do
-    held[#held + 1] = tonumber(count)
-  end
-  local sums = {}
-  local summed = redis.call('HGET', KEYS[9], domain)
-  if summed then
-    for count in string.gmatch(summed, '%d+') do
-      sums[#sums + 1] = tonumber(count)
+  local field = ages[i]
+  local k = tonumber(string.match(field, '|(%d)$'))
+  local held = tonumber(ages[i + 1])
+  if k and k >= 1 and held and held > 0 then
+    local updated = redis.call('HINCRBY', KEYS[9], field, -held)
+    local delta = -held
+    if updated <= 0 then
+      redis.call('HDEL', KEYS[9], field)
+      delta = delta - updated -- never below 0
     end
-  end
-  local left = 0
-  for k = 1, 9 do
-    local current = sums[k] or 0
-    local updated = current - (held[k] or 0)
-    if updated < 0 then
-      updated = 0
-    end
-    column_sums[k] = column_sums[k] + updated - current
-    sums[k] = updated
-    left = left + updated
-  end
-  if left == 0 then
-    redis.call('HDEL', KEYS[9], domain)
-  else
-    redis.call('HSET', KEYS[9], domain, table.concat(sums, ','))
+    column_sums[k] = column_sums[k] + delta
   end
 end
 for k = 1, 9 do

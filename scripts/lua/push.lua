@@ -11,9 +11,9 @@
 -- KEYS[9]    snap      fedtrack:{<ns>:<SS>}:snap             hash domain -> its hash at the epoch's close
 -- KEYS[10]   epochacks fedtrack:{<ns>:<SS>}:epochacks        hash worker -> last seq applied this epoch
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
--- KEYS[12]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash domain -> this worker's
---                      in-flight messages 5 minutes old or more, per age column ("c1,...,c9")
--- KEYS[13]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums "c1,...,c9"
+-- KEYS[12]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
+--                      this worker's in-flight messages of that age (columns 1..9, > 0)
+-- KEYS[13]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
 -- KEYS[14]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
 -- KEYS[15]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
 -- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
@@ -127,66 +127,30 @@ local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 local scored_queued, unqueued = {}, {}
 
--- "c1,...,c9" (or nil) -> a table of nine numbers
-local function columns(text)
-  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0}
-  if text then
-    local k = 0
-    for count in string.gmatch(text, '%d+') do
-      k = k + 1
-      counts[k] = tonumber(count)
-    end
-  end
-  return counts
-end
-
-local function all_zero(counts)
-  for k = 1, 9 do
-    if counts[k] ~= 0 then
-      return false
-    end
-  end
-  return true
-end
-
--- apply one line's ages to the worker's lease and the shard's sums
+-- apply one line's ages to the worker's lease and the shard's sums (fields
+-- "<domain>|<column>", absent when 0)
 local function apply_ages(domain, ages)
-  local held = nil
-  local sums = nil
   for column, count in string.gmatch(ages, '(%d):(%d+)') do
     local k = tonumber(column)
     if k >= 1 then
-      if not held then
-        held = columns(call('HGET', KEYS[12], domain))
-      end
+      local field = domain .. '|' .. column
+      local held = tonumber(call('HGET', KEYS[12], field) or '0')
       local wanted = tonumber(count)
-      local delta = wanted - held[k]
+      local delta = wanted - held
       if delta ~= 0 then
-        if not sums then
-          sums = columns(call('HGET', KEYS[13], domain))
+        if wanted == 0 then
+          call('HDEL', KEYS[12], field)
+        else
+          call('HSET', KEYS[12], field, count)
         end
-        held[k] = wanted
-        local updated = sums[k] + delta
-        if updated < 0 then
-          updated = 0
+        local updated = call('HINCRBY', KEYS[13], field, delta)
+        if updated <= 0 then
+          call('HDEL', KEYS[13], field)
+          delta = delta - updated -- never below 0
         end
-        age_sums[k] = age_sums[k] + updated - sums[k]
-        sums[k] = updated
+        age_sums[k] = age_sums[k] + delta
       end
     end
-  end
-  if not sums then
-    return
-  end
-  if all_zero(held) then
-    call('HDEL', KEYS[12], domain)
-  else
-    call('HSET', KEYS[12], domain, table.concat(held, ','))
-  end
-  if all_zero(sums) then
-    call('HDEL', KEYS[13], domain)
-  else
-    call('HSET', KEYS[13], domain, table.concat(sums, ','))
   end
 end
 

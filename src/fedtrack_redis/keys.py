@@ -179,25 +179,26 @@ class ShardKeys:
         return f"{self.base}:lease:{worker_id}"
 
     def lease_ages(self, worker_id: str) -> str:
-        """Hash: domain → this worker's in-flight messages per age column, ten
-        comma-separated counts (`ages.COLUMNS` without T)."""
+        """Hash: ``<domain>|<column>`` → this worker's in-flight messages of that age
+        (columns 1…9 of `ages.COLUMNS` after T, 5 minutes or more; only counts > 0)."""
         return f"{self.base}:lease:{worker_id}:ages"
 
     @cached_property
     def qshape(self) -> str:
-        """Hash: domain → the live workers' in-flight messages per age column, summed (ten
-        comma-separated counts); only domains with some."""
+        """Hash: ``<domain>|<column>`` → the live workers' in-flight messages of that age,
+        summed (columns 1…9; only sums > 0). Column 0 is T minus these."""
         return f"{self.base}:qshape"
 
     @cached_property
     def qshape_top(self) -> str:
-        """Sorted set: domain → its in-flight messages (T, the sum of its columns), exactly
-        the domains with T > 0."""
+        """Sorted set: domain → its ``queued_messages`` (T, the in-flight messages), exactly
+        the domains with T > 0 (push.lua and lease_release.lua keep it beside the gauge)."""
         return f"{self.base}:qshape:top"
 
     @cached_property
     def qshape_total(self) -> str:
-        """Hash: age column index (``0`` … ``9``) → the shard's in-flight messages in it."""
+        """Hash: age column index (``1`` … ``9``) → the shard's in-flight messages of that
+        age (column 0 is the shard's ``queued_messages`` minus these)."""
         return f"{self.base}:qshape:total"
 
     def fixed(self) -> tuple[str, ...]:

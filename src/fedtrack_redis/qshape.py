@@ -3,12 +3,12 @@
 Workers report their in-flight messages per age column with their leases (`ages`,
 push.lua). T, a domain's in-flight messages, is its ``queued_messages`` (the G8 gauge),
 which push.lua mirrors into each shard's ``qshape:top`` index (exactly the domains with
-T > 0); the columns from 5 minutes on are the live workers' sums per domain
-(``qshape``) and per shard (``qshape:total``); the first column is T minus those. A read
-therefore never scans: the `top` largest T of each shard (and, when a shard's cut falls
-inside a run of equal T, the first names of that run), merged; then those domains'
-columns, the 16 column totals and the 16 ``queued_messages`` totals. Each Redis call is
-O(log n + top) whatever the number of domains.
+T > 0); the columns from 5 minutes on are the live workers' sums per domain and column
+(``qshape``, fields ``<domain>|<column>``) and per shard (``qshape:total``); the first
+column is T minus those. A read therefore never scans: the `top` largest T of each shard
+(and, when a shard's cut falls inside a run of equal T, the first names of that run),
+merged; then those domains' columns, the 16 column totals and the 16 ``queued_messages``
+totals. Each Redis call is O(log n + top) whatever the number of domains.
 """
 
 from __future__ import annotations
@@ -50,16 +50,6 @@ def validate_top(top: object) -> int:
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
         raise InvalidValueError(f"top must be a whole number from 1 to {MAX_TOP}, got {top!r}")
     return top
-
-
-def parse_columns(text: str | bytes | None) -> list[int]:
-    """The nine counts of a stored ``c1,...,c9`` (missing or short: zeros)."""
-    counts = [0] * (AGE_COLUMNS - 1)
-    if text:
-        value = text.decode() if isinstance(text, bytes) else text
-        for k, item in enumerate(value.split(",")[: AGE_COLUMNS - 1]):
-            counts[k] = int(item)
-    return counts
 
 
 def shape_row(t: int, older: list[int]) -> list[int]:
@@ -155,11 +145,18 @@ def _columns(engine: RedisEngine, domains: list[tuple[str, ShardKeys]]) -> list[
     if not by_shard:
         return []
     asked = [shards[index] for index in by_shard]
+    fields = {
+        index: [f"{domain}|{k}" for domain in names for k in range(1, AGE_COLUMNS)]
+        for index, names in by_shard.items()
+    }
     replies = engine.per_shard(
-        asked, lambda pipe, shard: pipe.hmget(shard.qshape, by_shard[shard.shard])
+        asked, lambda pipe, shard: pipe.hmget(shard.qshape, fields[shard.shard])
     )
     found: dict[tuple[int, str], list[int]] = {}
+    width = AGE_COLUMNS - 1
     for shard, (values,) in zip(asked, replies, strict=True):
-        for domain, value in zip(by_shard[shard.shard], values, strict=True):
-            found[shard.shard, domain] = parse_columns(value)
+        for n, domain in enumerate(by_shard[shard.shard]):
+            found[shard.shard, domain] = [
+                max(int(value), 0) if value else 0 for value in values[n * width : (n + 1) * width]
+            ]
     return [found[shard.shard, domain] for domain, shard in domains]

@@ -31,6 +31,7 @@ from benchmarks import (
     bench_health,
     bench_policy,
     bench_propagation,
+    bench_qshape,
     bench_rules,
     bench_size,
     bench_tracker,
@@ -61,6 +62,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "rules": rules,
     "engines": bench_engines.run,
     "health": bench_health.run,
+    "qshape": bench_qshape.run,
 }
 
 

@@ -27,6 +27,7 @@ SECTIONS = (
     "memory",
     "rules",
     "engines",
+    "qshape",
     "size",
 )
 

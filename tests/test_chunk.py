@@ -91,13 +91,38 @@ def test_seal_encodes_one_line_per_domain() -> None:
         shard.series_base,
         shard.series_closed,
     )
-    assert chunk.keys[15:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.keys[19:23] == (
+        shard.lease_ages("worker-1"),
+        shard.qshape,
+        shard.qshape_top,
+        shard.qshape_total,
+    )
+    assert chunk.keys[23:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [
         "a.example||1,0,0,2,0,0,3,1,11|5:2",
         "b.example|3|0,0,0,0,0,0,0,0,0|",
     ]
     assert chunk.leased == ("b.example",)
+    assert chunk.domains == 2
+
+
+def test_seal_appends_changed_qshape_columns_and_lines_that_only_carry_ages() -> None:
+    shard = NamespaceKeys("ns").shards[3]
+    chunk = seal(
+        shard,
+        7,
+        "w",
+        30_000,
+        600,
+        [("a.example", [0, 0, 0, 0, 0, 0, 0, 0, 2, None])],
+        ages={"a.example": {3: 2}, "c.example": {1: 0, 2: 1}},
+    )
+    assert chunk.args[4].split("\n") == [
+        "a.example|2|0,0,0,0,0,0,0,0,0|||3:2",
+        "c.example||0,0,0,0,0,0,0,0,0|||=1:0,2:1",
+    ]
+    assert chunk.keys[23:] == (shard.domain("a.example"), shard.domain("c.example"))
     assert chunk.domains == 2
 
 

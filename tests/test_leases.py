@@ -190,6 +190,10 @@ def test_release_refuses_a_renewed_lease_and_a_stale_domain_list(
         shard.snap,
         shard.totals,
         shard.top_queued,
+        shard.lease_ages("w"),
+        shard.qshape,
+        shard.qshape_top,
+        shard.qshape_total,
     ]
     assert release(keys=fixed, args=["w"]) == -1  # the lease holds a.example: read again
     script_client.zadd(shard.leases, {"w": server_time_ms(script_client) + 60_000})

@@ -7,7 +7,11 @@
 -- KEYS[5]    snap     fedtrack:{<ns>:<SS>}:snap             domain -> its hash at the epoch's close
 -- KEYS[6]    totals   fedtrack:{<ns>:<SS>}:totals           the shard's sums (queued_messages)
 -- KEYS[7]    topqueue fedtrack:{<ns>:<SS>}:top:queued       zset domain -> queued messages
--- KEYS[7+i]  the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
+-- KEYS[8]    leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages  "<domain>|<column>" -> the worker's count
+-- KEYS[9]    qshape   fedtrack:{<ns>:<SS>}:qshape           "<domain>|<column>" -> live workers' sum
+-- KEYS[10]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top      zset domain -> queued_messages, when > 0
+-- KEYS[11]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total    column index 1..9 -> the shard's sum
+-- KEYS[11+i] the hash fedtrack:{<ns>:<SS>}:d:<domain i> of ARGV[1+i]
 -- ARGV[1]    worker id
 -- ARGV[1+i]  domain i: every field of the lease hash, as the caller read it
 --
@@ -26,12 +30,13 @@ local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not expiry or tonumber(expiry) > now_ms then
   return 0
 end
-if #KEYS ~= #ARGV + 6 then
+local FIXED = 11
+if #KEYS ~= #ARGV + FIXED - 1 then
   return redis.error_reply('lease_release: KEYS and ARGV do not match')
 end
 local keys = {}
 for i = 2, #ARGV do
-  keys[ARGV[i]] = KEYS[i + 6]
+  keys[ARGV[i]] = KEYS[i + FIXED - 1]
 end
 local lease = redis.call('HGETALL', KEYS[2])
 for i = 1, #lease, 2 do
@@ -63,8 +68,10 @@ for i = 1, #lease, 2 do
       delta = delta + updated - current
       if updated > 0 then
         redis.call('ZADD', KEYS[7], updated, domain)
+        redis.call('ZADD', KEYS[10], updated, domain)
       else
         redis.call('ZREM', KEYS[7], domain)
+        redis.call('ZREM', KEYS[10], domain)
       end
     end
   end
@@ -73,4 +80,28 @@ if delta ~= 0 then
   redis.call('HINCRBY', KEYS[6], 'queued_messages', delta)
 end
 redis.call('DEL', KEYS[2])
+
+-- the worker's share of the qshape ages (G8 for the ages)
+local ages = redis.call('HGETALL', KEYS[8])
+local column_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+for i = 1, #ages, 2 do
+  local field = ages[i]
+  local k = tonumber(string.match(field, '|(%d)$'))
+  local held = tonumber(ages[i + 1])
+  if k and k >= 1 and held and held > 0 then
+    local updated = redis.call('HINCRBY', KEYS[9], field, -held)
+    local delta = -held
+    if updated <= 0 then
+      redis.call('HDEL', KEYS[9], field)
+      delta = delta - updated -- never below 0
+    end
+    column_sums[k] = column_sums[k] + delta
+  end
+end
+for k = 1, 9 do
+  if column_sums[k] ~= 0 then
+    redis.call('HINCRBY', KEYS[11], k, column_sums[k])
+  end
+end
+redis.call('DEL', KEYS[8])
 return 1

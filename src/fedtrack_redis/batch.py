@@ -28,20 +28,25 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
   before it. Permanent failures and inbound successes touch neither.
 
 In-flight counts (G8) persist across batches in ``inflight`` (normalized domain → count
-> 0); each step clamps at 0, so a decrement at 0 then an increment gives 1.
+> 0); each step clamps at 0, so a decrement at 0 then an increment gives 1. Beside each
+count, ``ages`` keeps the messages' enqueue times (first in, first out; `ages.AgeQueue`):
+the pusher turns them into qshape columns off the hot path (`ages.AgeTracker`), for the
+domains whose row carries a count and those whose messages reach a column boundary.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from itertools import product
 from typing import Any, NamedTuple
 
+from .ages import AgeQueue
 from .domain import DEFAULT_MEMO
-from .errors import InvalidDomainError, InvalidTransportError
+from .errors import InvalidDomainError, InvalidTransportError, InvalidValueError
 from .stats import MAX_BUCKET
 
 FAILED_HTTP, FAILED_HTTPS, FAILED_SMTP = 0, 1, 2
@@ -67,6 +72,7 @@ NOT_QUEUED = -1
 MAX_LATENCY_MS = 10**12
 
 _log2 = math.log2
+_now = time.time
 
 Row = list[Any]  # see the layout above
 
@@ -154,6 +160,9 @@ class Recorder:
         self._rows: dict[str, Row] = {}
         self._histogram: defaultdict[int, int] = defaultdict(int)
         self._inflight: dict[str, int] = {}
+        #: Enqueue times of the in-flight messages: a float for a domain's only message,
+        #: an `AgeQueue` for several (kept in step with ``_inflight``).
+        self._ages: dict[str, float | AgeQueue] = {}
 
     def _row(self, spelling: str) -> Row:
         """Create the row of a spelling not seen in this batch (validating it). Lock held."""
@@ -239,9 +248,12 @@ class Recorder:
         finally:
             self._release()
 
-    def increment_queue(self, domain: str) -> None:
-        """One more message in flight to `domain` from this worker."""
+    def increment_queue(self, domain: str, *, enqueued_at: float | None = None) -> None:
+        """One more message in flight to `domain` from this worker, enqueued now or at
+        `enqueued_at` (unix seconds, this worker's clock: a restarted worker re-asserts
+        the real ages of the messages it still holds)."""
         name = _normalized(domain)
+        enqueued = _now() if enqueued_at is None else enqueue_time(enqueued_at)
         with self._lock:
             inflight = self._inflight
             count = inflight.get(name, 0) + 1
@@ -252,9 +264,17 @@ class Recorder:
                 rows[name] = _new_row(count, rows)
             else:
                 row[QUEUED] = count
+            ages = self._ages
+            if count == 1:
+                ages[name] = enqueued  # one message: its time alone (most domains)
+            else:
+                queue = ages[name]
+                if queue.__class__ is float:
+                    queue = ages[name] = AgeQueue.of(queue)
+                queue.add(enqueued)  # type: ignore[union-attr]
 
     def decrement_queue(self, domain: str) -> None:
-        """One message fewer in flight to `domain` (never below 0)."""
+        """One message fewer in flight to `domain` (never below 0): the oldest one."""
         name = _normalized(domain)
         with self._lock:
             inflight = self._inflight
@@ -262,9 +282,11 @@ class Recorder:
             if count > 1:
                 count -= 1
                 inflight[name] = count
+                self._ages[name].pop_oldest()  # type: ignore[union-attr]
             elif count == 1:
                 count = 0
                 del inflight[name]
+                del self._ages[name]
             rows = self._rows
             row = rows.get(name)
             if row is None:
@@ -316,6 +338,23 @@ def pending_spellings(recorder: Recorder) -> int:
     """Domain spellings touched since the last `take_batch`."""
     with recorder._lock:
         return len(recorder._rows)
+
+
+#: Earliest enqueue time accepted (2000-01-01): anything before is a unit mistake.
+EARLIEST_ENQUEUE = 946_684_800.0
+
+
+def enqueue_time(value: object) -> float:
+    """Validate an ``enqueued_at`` (unix seconds, finite, not before 2000, not a bool);
+    raises `InvalidValueError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValueError(f"enqueued_at must be unix seconds, got {value!r}")
+    seconds = float(value)
+    if not EARLIEST_ENQUEUE <= seconds < math.inf:  # also refuses NaN
+        raise InvalidValueError(
+            f"enqueued_at must be finite unix seconds after 2000-01-01, got {value!r}"
+        )
+    return seconds
 
 
 def _normalized(domain: str) -> str:

@@ -8,21 +8,25 @@ The per-domain data travels in one argument, one line per domain, because redis-
 encodes each argument in pure Python (1 to 2 µs each); a 400-domain chunk then costs one
 string join instead of 1,600 argument encodings:
 
-    <domain>|<queued>|<counters>|<histogram>[|<health>]
+    <domain>|<queued>|<counters>|<histogram>[|<health>[|<ages>]]
 
 ``queued`` is the worker's absolute in-flight count or empty; ``counters`` is always
 nine comma-separated deltas in `stats.COUNTER_FIELDS` order (so one strict pattern checks
 a whole line); ``histogram`` is empty or
 ``bucket:count`` items separated by commas; ``health`` is present only when the row
 holds outbound outcomes: ``<n>`` temporary failures, or ``s<n>`` an outbound success then
-``n`` temporary failures (the order delivery health needs, docs/health.md). Domains only
-hold ``a-z 0-9 . - :``, so the separators can never be forged.
+``n`` temporary failures (the order delivery health needs, docs/health.md). ``ages``
+(after an empty 5th field when the line has no health) is the worker's absolute count of
+in-flight messages per changed qshape column, ``column:count`` items, with a leading ``=``
+on a line that carries nothing else (messages that only moved column: the domain is not
+touched). Absent trailing fields mean nothing. Domains only hold ``a-z 0-9 . - :``, so
+the separators can never be forged.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,11 +124,14 @@ def seal(
     ack_retention_s: int,
     taken: Iterable[tuple[str, Pending]],
     health: str = "",
+    ages: Mapping[str, Mapping[int, int]] | None = None,
 ) -> Chunk:
     """Encode `taken` (domain, pending deltas) as one push.lua call (see push.lua's header).
 
     `health` is push.lua's health settings without the seed (`HealthPolicy.script_spec`),
-    or "" to send no health data at all.
+    or "" to send no health data at all. `ages` are the qshape columns (domain →
+    {column: absolute count}) of those domains, and of other domains as lines that only
+    carry ages.
     """
     keys = [
         shard.hydrated,
@@ -146,6 +153,10 @@ def seal(
         shard.series_fives,
         shard.series_base,
         shard.series_closed,
+        shard.lease_ages(worker_id),
+        shard.qshape,
+        shard.qshape_top,
+        shard.qshape_total,
     ]
     lines: list[str] = []
     carries_health = False
@@ -167,12 +178,25 @@ def seal(
             if queued > 0:
                 leased.append(name)
         histogram = ",".join([f"{b}:{c}" for b, c in buckets.items()]) if buckets else ""
+        outcome = ""
         if health and len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
             outcome = f"s{entry[HEALTH_TAIL]}" if entry[HEALTH_HEALED] else str(entry[HEALTH_TAIL])
-            lines.append(f"{name}|{held}|{counters}|{histogram}|{outcome}")
             carries_health = True
+        changed = ages.get(name) if ages else None
+        if changed:
+            columns = ",".join([f"{k}:{c}" for k, c in changed.items()])
+            lines.append(f"{name}|{held}|{counters}|{histogram}|{outcome}|{columns}")
+        elif outcome:
+            lines.append(f"{name}|{held}|{counters}|{histogram}|{outcome}")
         else:
             lines.append(f"{name}|{held}|{counters}|{histogram}")
+    if ages:
+        carried_lines = {line[: line.index("|")] for line in lines}
+        for name, changed in ages.items():
+            if changed and name not in carried_lines:
+                keys.append(domain_key(name))
+                columns = ",".join([f"{k}:{c}" for k, c in changed.items()])
+                lines.append(f"{name}||0,0,0,0,0,0,0,0,0|||={columns}")
     args = (worker_id, str(seq), str(lease_ttl_ms), str(ack_retention_s), "\n".join(lines))
     spec = f"{random.getrandbits(31)};{health}" if carries_health else ""
     return Chunk(

@@ -80,6 +80,11 @@ class InvalidPolicyError(FedtrackError, ValueError):
         super().__init__(f"invalid policy {value!r}: expected ACCEPT or REJECT")
 
 
+class InvalidValueError(FedtrackError, ValueError):
+    """A numeric argument out of its range (an ``enqueued_at`` that is no unix time, a
+    ``top`` below 1); the message says which and what was given."""
+
+
 class NotInitializedError(FedtrackError):
     """A store was used before `init()` (or after `close()`)."""
 

@@ -240,6 +240,29 @@ class ShardKeys:
         domain's kept history (7 days)."""
         return f"{self.base}:s:{domain}"
 
+    def lease_ages(self, worker_id: str) -> str:
+        """Hash: ``<domain>|<column>`` → this worker's in-flight messages of that age
+        (columns 1…9 of `ages.COLUMNS` after T, 5 minutes or more; only counts > 0)."""
+        return f"{self.base}:lease:{worker_id}:ages"
+
+    @cached_property
+    def qshape(self) -> str:
+        """Hash: ``<domain>|<column>`` → the live workers' in-flight messages of that age,
+        summed (columns 1…9; only sums > 0). Column 0 is T minus these."""
+        return f"{self.base}:qshape"
+
+    @cached_property
+    def qshape_top(self) -> str:
+        """Sorted set: domain → its ``queued_messages`` (T, the in-flight messages), exactly
+        the domains with T > 0 (push.lua and lease_release.lua keep it beside the gauge)."""
+        return f"{self.base}:qshape:top"
+
+    @cached_property
+    def qshape_total(self) -> str:
+        """Hash: age column index (``1`` … ``9``) → the shard's in-flight messages of that
+        age (column 0 is the shard's ``queued_messages`` minus these)."""
+        return f"{self.base}:qshape:total"
+
     def fixed(self) -> tuple[str, ...]:
         """Every key of the shard whose name does not depend on a domain or a worker."""
         return (
@@ -268,6 +291,9 @@ class ShardKeys:
             self.series_base,
             self.series_closed,
             self.series_swept,
+            self.qshape,
+            self.qshape_top,
+            self.qshape_total,
         )
 
 

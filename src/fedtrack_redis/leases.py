@@ -7,6 +7,7 @@ that stops pushing (SIGKILL, freeze, partition) lets its leases expire; any live
 lease with lease_release.lua: the script re-checks the expiry with the server's clock,
 and its ZREM makes the release happen exactly once however many processes race for it.
 A worker that comes back finds its lease gone (push.lua says so) and re-sends its counts.
+The lease also holds the worker's qshape ages (`ages`), released the same way.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def _release(engine: RedisEngine, runner: Scripts, shard: ShardKeys, worker: str
                     shard.snap,
                     shard.totals,
                     shard.top_queued,
+                    shard.lease_ages(worker),
+                    shard.qshape,
+                    shard.qshape_top,
+                    shard.qshape_total,
                 ]
                 + [shard.domain(domain) for domain in domains],
                 [worker, *domains],

@@ -4,7 +4,10 @@ For each of the 16 shards: *pending* deltas, which may still merge with newer on
 *sealed* chunks (`chunk.Chunk`), immutable, the head one in flight. `ShardQueues` turns
 swapped batches into pending deltas (`absorb`), seals chunks of at most `CHUNK_DOMAINS`
 domains (`seal_next`) and decides when a shard needs a lease heartbeat or must re-send
-its in-flight counts. It does no I/O: `pusher.Pusher` sends the chunks.
+its in-flight counts. Beside the deltas, each shard keeps the qshape columns that changed
+(`ages.AgeTracker`; absolute counts, so newer ones simply replace older ones) until a chunk
+carries them: with its domain's line, or on a line of their own. It does no I/O:
+`pusher.Pusher` sends the chunks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 
+from .ages import AgeTracker
 from .batch import (
     FIRST_BUCKET,
     FIRST_COUNT,
@@ -62,6 +66,8 @@ class ShardState:
     sent: dict[str, int] = field(default_factory=dict)
     leased: bool = False
     heartbeat: bool = False
+    #: qshape columns not sealed yet: domain → {column: absolute count}.
+    ages: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 class ShardQueues:
@@ -82,6 +88,24 @@ class ShardQueues:
         #: push.lua's health settings per shard (`health.sync.HealthLink.specs`); empty:
         #: chunks carry no health data.
         self.health_specs: list[str] = []
+        self.ages = AgeTracker(recorder)
+
+    def absorb_ages(self, now: float, batch: Batch | None) -> None:
+        """Add the qshape columns that changed by `now` (worker clock) to their shards: of
+        the domains whose count `batch` carries, and of those whose messages aged into
+        another column. (Call before `absorb`, which may clear the counts it passes.)"""
+        touched = (
+            {name for name, row in batch.rows.items() if row[QUEUED] != NOT_QUEUED}
+            if (batch is not None)
+            else set()
+        )
+        shards = self.shards
+        for name, changed in self.ages.changes(now, touched).items():
+            held = shards[self._shard(name)].ages
+            if name in held:
+                held[name].update(changed)
+            else:
+                held[name] = changed
 
     def pending_domains(self) -> int:
         """Domains pending or sealed (not yet acknowledged)."""
@@ -213,7 +237,7 @@ class ShardQueues:
         """Seal the shard's next chunk from its pending deltas, if there is anything."""
         if state.reassert:
             self._reassert(state)
-        if not state.pending and not state.heartbeat:
+        if not state.pending and not state.heartbeat and not state.ages:
             return
         state.heartbeat = False
         pending = state.pending
@@ -252,9 +276,33 @@ class ShardQueues:
                 self._lease_ttl_ms,
                 ACK_RETENTION_SECONDS,
                 taken,
-                self.health_specs[state.keys.shard] if self.health_specs else "",
+                health=self.health_specs[state.keys.shard] if self.health_specs else "",
+                ages=self._take_ages(state, taken),
             )
         )
+
+    def _take_ages(
+        self, state: ShardState, taken: list[tuple[str, Pending]]
+    ) -> dict[str, dict[int, int]] | None:
+        """The qshape columns the next chunk carries: those of its domains, then, up to
+        `CHUNK_DOMAINS` lines, those of domains with nothing else pending (a domain whose
+        deltas wait for a later chunk keeps its columns for that chunk, so a lease never
+        holds ages before the count they belong to)."""
+        held = state.ages
+        if not held:
+            return None
+        carried: dict[str, dict[int, int]] = {}
+        for name, _entry in taken:
+            changed = held.pop(name, None)
+            if changed:
+                carried[name] = changed
+        room = CHUNK_DOMAINS - len(taken)
+        if room > 0 and held:
+            pending = state.pending
+            alone = [name for name in islice(held, room * 2) if name not in pending][:room]
+            for name in alone:
+                carried[name] = held.pop(name)
+        return carried
 
     def _reassert(self, state: ShardState) -> None:
         """Put every in-flight count of the shard in its pending deltas (lease was lost)."""
@@ -270,6 +318,9 @@ class ShardQueues:
                 pending[name] = [0, 0, 0, 0, 0, 0, 0, 0, count, None, -1, 0, -1, 0, 0, 0]
             else:
                 held[QUEUED] = count
+            full = self.ages.full(name)
+            if full:  # absolute counts: the lease starts empty again
+                state.ages.setdefault(name, {}).update(full)
         if not held_here:
             state.leased = False
 

@@ -210,6 +210,7 @@ class Pusher:
         if self._health is not None:
             queues.health_specs = self._health.specs()
         batch = take_batch(self._recorder)
+        queues.absorb_ages(time.time(), batch)  # qshape columns that changed (worker clock)
         if batch is not None:
             queues.absorb(batch)
         queues.plan_heartbeats()

@@ -24,6 +24,7 @@ from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError
 from .history import HistoryBucket, read_history
 from .keys import NamespaceKeys, ShardKeys
+from .qshape import QShape, read_qshape
 from .stats import HASH_FIELDS, ServerStat
 
 #: Hashes fetched per pipeline round trip.
@@ -207,6 +208,10 @@ class StatsReader:
     def totals(self) -> dict[str, int]:
         """See `totals`."""
         return totals(self.engine, self.keys)
+
+    def qshape(self, top: int = 20) -> QShape:
+        """See `qshape.read_qshape`: the largest queues by age, and the totals."""
+        return read_qshape(self.engine, self.keys, top)
 
     def search(
         self, text: str, limit: int, offset: int = 0, *, cap: int = SEARCH_CAP

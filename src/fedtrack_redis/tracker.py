@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
 from . import history
+from .ages import release_ages
 from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
@@ -51,6 +52,7 @@ from .history import HistoryBucket, read_history
 from .identity import IdentityGuard, validate_identity
 from .keys import NamespaceKeys, validate_worker_id
 from .pusher import Pusher, PushStats
+from .qshape import DEFAULT_TOP, read_qshape
 from .reads import read_all, read_one
 from .stats import ServerStat
 
@@ -223,6 +225,12 @@ class FederationTracker(Recorder):
         """Stop keeping `domain`'s history for being watched; True when it was watched."""
         return history.unwatch(self._redis, self.keys, domain)
 
+    def qshape(self, top: int = DEFAULT_TOP) -> list[tuple[str, list[int]]]:
+        """The cluster's queue shape: the `top` domains with the most in-flight messages,
+        each with T and its counts per age column (`ages.COLUMNS`), largest T first, ties
+        by name; at most one push interval stale. `InvalidValueError` for a bad `top`."""
+        return read_qshape(self._redis, self.keys, top).rows
+
     # -- push, persistence ----------------------------------------------------------------
 
     def push(self, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -303,6 +311,7 @@ class FederationTracker(Recorder):
                 self._health_sync.close()
                 self._pusher.stop()
                 release_inflight(self)
+                release_ages(self)
                 self._pusher.push(timeout)
             except BackendUnavailableError as exc:
                 log.error("closing tracker %s: %s", self.worker_id, exc)

@@ -204,3 +204,17 @@ class Caller(BaseModel):
     token: str = Field(description="Name of the bearer token used.")
     scope: str = Field(description="`admin` (may change things) or `read` (GET only).")
     actor: str = Field(description="Audit identity: api:<token name>@<client address>.")
+
+
+class QShapeRow(BaseModel):
+    domain: str
+    counts: list[int] = Field(description="T, then the in-flight messages of each age column.")
+
+
+class QShape(BaseModel):
+    columns: list[str] = Field(
+        description='"T", then the age columns in minutes: "5" is under'
+        ' 5, "10" is [5, 10), … "1280+" is 1,280 or more.'
+    )
+    rows: list[QShapeRow] = Field(description="Largest T first, ties by name; T > 0 only.")
+    total: list[int] = Field(description="T and each column over every domain.")

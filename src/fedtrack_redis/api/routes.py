@@ -12,6 +12,7 @@ from ..anomalies import failures, indexed_anomalies
 from ..check import explain_federation_policy
 from ..domain import normalize_domain
 from ..errors import InvalidPolicyError
+from ..qshape import DEFAULT_TOP, MAX_TOP
 from ..reads import SEARCH_CAP
 from ..stats import ServerStat
 from ..store.search import name_filter
@@ -134,6 +135,16 @@ def status(stats: Stats) -> models.Status:
             for a in indexed_anomalies(stats.engine, stats.keys, sums)
         ],
     )
+
+
+@router.get("/qshape", tags=["stats"])
+def qshape(
+    stats: Stats, top: Annotated[int, Query(ge=1, le=MAX_TOP)] = DEFAULT_TOP
+) -> models.QShape:
+    """In-flight messages per domain by age (Postfix's qshape, cluster-wide): the `top`
+    domains by T from the per-shard index, and the totals; at most one push interval
+    stale, the same cost at a million domains as at a hundred."""
+    return models.QShape.model_validate(stats.qshape(top).to_dict())
 
 
 @router.get("/engine", tags=["stats"])

@@ -113,7 +113,8 @@ def test_closing_keeps_the_most_active_the_watched_and_the_held(
     names = [f"d{i}.example" for i in range(6)]
     for index, name in enumerate(names):
         for _ in range(index + 1):  # d5 is the most active, d0 the least
-            tracker.record_failure(name, "SMTP")
+            # permanent: counted, but no domain is held back by delivery health
+            tracker.record_failure(name, "SMTP", permanent=True)
     tracker.push()
     assert tracker.watch("D0.example.") is True  # any spelling
     assert tracker.watch("d0.example") is False

@@ -36,7 +36,7 @@ RULES = 10_000
 
 def child(pipe: Connection, redis_url: str, database_url: str, namespace: str, busy: bool) -> None:
     from fedtrack_redis import PolicyStore, check_federation_policy
-    from fedtrack_redis.batch import Recorder
+    from fedtrack_redis.batch import Recorder, take_batch
     from fedtrack_redis.policy.state import Change
 
     store = PolicyStore(database_url, redis_url, namespace=namespace).init()
@@ -68,7 +68,7 @@ def child(pipe: Connection, redis_url: str, database_url: str, namespace: str, b
             for domain in domains:
                 if check(domain, local_domain="mail.example", store=store):
                     record(domain, 120, "HTTPS")
-            recorder.swap()
+            take_batch(recorder)
 
     worker = threading.Thread(target=hot_loop, daemon=True) if busy else None
     if worker is not None:

@@ -36,7 +36,7 @@ from benchmarks.common import (
 )
 from benchmarks.report import Report
 from fedtrack_redis import FederationTracker, PolicyStore, check_federation_policy
-from fedtrack_redis.batch import Recorder, inflight_snapshot, release_inflight
+from fedtrack_redis.batch import Recorder, inflight_snapshot, release_inflight, take_batch
 from fedtrack_redis.keys import NamespaceKeys
 
 BASELINE_LUA = """
@@ -463,7 +463,7 @@ def bench_pending(env: Env, report: Report) -> None:
         domains = [f"m{i}.example.org" for i in range(count)]
         for domain in domains:  # warm the domain memo and the interning of the names
             recorder.touch(domain)
-        recorder.swap()
+        take_batch(recorder)
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]

@@ -102,7 +102,7 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-  .. '(%|?s?%d*)'
+  .. '%|?(s?%d*)'
 local FIXED = 15
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
@@ -132,6 +132,13 @@ if ARGV[8] and ARGV[8] ~= '' then
     tonumber(e), tonumber(f)
   PUBLISH, CHANNEL, RETAIN = g, h, tonumber(k)
 end
+-- the tail of a fresh streak's record at this push: since, next, periods, last period, step
+local FRESH = ''
+if seed then
+  FRESH = ',' .. string.format('%d', now_ms) .. ',0,1,' .. string.format('%d', math.floor(now_ms / PERIOD)) .. ',0'
+end
+-- fresh streaks' records written, and healed records removed, by one call each
+local fresh_set, fresh_del = {}, {}
 local feed = {}
 local state_delta = {b = 0, u = 0}
 local STATES = {h = 'healthy', b = 'backoff', u = 'unavailable'}
@@ -144,10 +151,24 @@ local function jitter(n)
   return 0.8 + 0.6 * x / 2147483647
 end
 
-local function health_line(n, domain, key, h)
+-- the state machine of the domain of KEYS[n]; `cur` is its health record (false: none)
+local function health_line(n, domain, h, cur)
   local healed = string.sub(h, 1, 1) == 's'
   local failures = tonumber(healed and string.sub(h, 2) or h) or 0
-  local cur = call('HGET', KEYS[12], domain)
+  if not cur and failures == 0 then
+    return -- a success of a domain that was not failing: nothing to do
+  end
+  if healed and (not cur or string.sub(cur, 1, 1) == 'h') and failures < F then
+    -- the common case of a failing domain: a success, then fewer failures than the
+    -- threshold: a fresh streak that holds nothing back (no parse, one write at most)
+    if failures == 0 then
+      fresh_del[#fresh_del + 1] = domain
+    else
+      fresh_set[#fresh_set + 1] = domain
+      fresh_set[#fresh_set + 1] = 'h,' .. failures .. FRESH
+    end
+    return
+  end
   local st, cnt, since, nxt, periods, lastp, step = 'h', 0, 0, 0, 0, -1, 0
   if cur then
     local a, b, c, d, e, f, g = string.match(cur, '^(%a),(%d+),(%d+),(%d+),(%d+),(-?%d+),(%d+)$')
@@ -180,7 +201,7 @@ local function health_line(n, domain, key, h)
         if interval > MAX then
           interval = MAX
         end
-        st, nxt = 'b', now_ms + math.floor(interval * jitter(n))
+        st, nxt = 'b', now_ms + math.floor(interval * jitter(n - FIXED))
       end
     end
   end
@@ -207,7 +228,7 @@ local function health_line(n, domain, key, h)
     call('XADD', KEYS[15], 'MINID', '~', tostring(now_ms - RETAIN), '*',
       'domain', domain, 'from', STATES[before], 'to', STATES[st], 'at', stamp,
       'count', cnt, 'since', since, 'next', nxt, 'periods', periods,
-      'stats', table.concat(call('HGETALL', key), '\t'))
+      'stats', table.concat(call('HGETALL', KEYS[n]), '\t'))
   end
 end
 
@@ -230,6 +251,8 @@ local function flush_members()
   end
 end
 
+-- lines with health data, run after the counters (one HMGET reads all their records)
+local hn, h_domain, h_data, h_line = 0, {}, {}, {}
 local i = FIXED
 for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in string.gmatch(ARGV[5], LINE) do
   i = i + 1
@@ -280,12 +303,8 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in str
     call('HSET', key, 'last_active', stamp)
   end
   if health ~= '' and seed then
-    if string.sub(health, 1, 1) == '|' then
-      health = string.sub(health, 2)
-    end
-    if health ~= '' then
-      health_line(i - FIXED, domain, key, health)
-    end
+    hn = hn + 1
+    h_domain[hn], h_data[hn], h_line[hn] = domain, health, i
   end
   fields = fields + 1
   scored[#scored + 1] = stamp
@@ -296,6 +315,21 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health in str
   end
 end
 flush_members()
+if hn > 0 then
+  local records = call('HMGET', KEYS[12], unpack(h_domain))
+  for j = 1, hn do
+    local cur = records[j]
+    if cur or h_data[j] ~= 's0' then -- else a success of a domain not failing: nothing
+      health_line(h_line[j], h_domain[j], h_data[j], cur)
+    end
+  end
+  if #fresh_set > 0 then
+    call('HSET', KEYS[12], unpack(fresh_set))
+  end
+  if #fresh_del > 0 then
+    call('HDEL', KEYS[12], unpack(fresh_del))
+  end
+end
 
 -- the shard's totals, kept as pushes arrive (reads never add up every domain); the top
 -- lists are the flusher's, refreshed from each epoch it reads

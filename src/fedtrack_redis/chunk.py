@@ -107,8 +107,10 @@ def estimated_writes(entry: Pending) -> int:
     """Upper bound of the hash writes one pending domain costs push.lua."""
     buckets = entry[PENDING_BUCKETS]
     writes = 12 + (len(buckets) if buckets else 0)
-    if len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
-        writes += 6  # the health record, held, and now and then an event
+    if len(entry) > HEALTH_HEALED and entry[HEALTH_TAIL]:
+        writes += 2  # the health record and held (an event now and then)
+    elif len(entry) > HEALTH_HEALED and entry[HEALTH_HEALED]:
+        writes += 1  # at most: the record of a failing domain removed
     return writes
 
 

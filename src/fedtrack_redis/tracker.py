@@ -39,7 +39,7 @@ from redis.cluster import RedisCluster
 from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
-from .domain import normalize_domain
+from .domain import DEFAULT_MEMO, memo_lookup, normalize_domain
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
 from .health.policy import DomainHealth, HealthPolicy
@@ -168,9 +168,20 @@ class FederationTracker(Recorder):
         probe per backoff interval that a background thread claimed for this process;
         True for anything else, an invalid name included (it never raises).
         """
-        if not self._held:
+        held = self._held
+        if not held:
             return True
-        return self._view.should_attempt(domain)
+        try:
+            if domain in held:
+                return self._view.probe(domain)
+            name = memo_lookup(domain)
+        except TypeError:  # unhashable: not a domain at all
+            return True
+        if name is None:
+            name = DEFAULT_MEMO.get(domain)
+        if name.__class__ is str and name in held:
+            return self._view.probe(name)
+        return True
 
     def health(self, domain: str) -> DomainHealth | None:
         """The cluster's health of `domain` (read from Redis), None when it was never

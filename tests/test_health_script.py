@@ -125,7 +125,7 @@ def test_claim_and_reset_scripts(script_client: redis.Redis, shard: ShardKeys) -
     claim = scripts.register(script_client, "health_claim")
     spec = f"7;{POLICY.script_spec('PUBLISH', shard.health_feed)}"
     keys = [shard.health, shard.held, shard.health_meta]
-    status, upcoming, _feed = claim(keys=keys, args=["c.example", spec])
+    status, _upcoming, _feed = claim(keys=keys, args=["c.example", spec])
     assert status == 0  # not due yet
     script_client.zadd(shard.held, {"c.example": 1})  # due long ago
     status, _upcoming, feed = claim(keys=keys, args=["c.example", spec])

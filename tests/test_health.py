@@ -255,3 +255,35 @@ def test_should_attempt_answers_from_memory_while_redis_is_stopped(
         assert answers[:-1] == [False] * 1000 and answers[-1] is True
     finally:
         server.close()
+
+
+def test_health_reaches_another_tracker_on_every_engine(engine_url: str, namespace: str) -> None:
+    from fedtrack_redis.engine import RedisEngine
+
+    engine = RedisEngine.open(engine_url)
+    keys = NamespaceKeys(namespace)
+    for shard in keys.shards:
+        engine.node_for(shard.hydrated).set(shard.hydrated, "0", nx=True)
+    writer = FederationTracker(engine_url, namespace=namespace, push_interval=0.05, health=FAST)
+    reader = FederationTracker(engine_url, namespace=namespace, push_interval=0.05)
+    domains = [f"e{i}.example" for i in range(40)]  # every shard
+    try:
+        wait_for(lambda: not reader._view.stale, 10, "the reader's view is synced")
+        for domain in domains:
+            for _ in range(3):
+                writer.record_failure(domain, "SMTP")
+        writer.push()
+        wait_for(
+            lambda: not any(reader.should_attempt(d) for d in domains), 2, "held everywhere"
+        )
+        for domain in domains:
+            writer.record_success(domain, 5, "SMTP")
+        writer.push()
+        wait_for(lambda: all(reader.should_attempt(d) for d in domains), 2, "healed everywhere")
+    finally:
+        writer.close()
+        reader.close()
+        for client in engine.primaries():
+            for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=1000):
+                client.delete(key)
+        engine.close()

@@ -31,6 +31,8 @@ from benchmarks.report import Report
 from fedtrack_redis import FederationTracker, HealthPolicy, PolicyStore, check_federation_policy
 
 POLICY = HealthPolicy(failures=3, backoff_min=600.0, backoff_max=3600.0)
+#: Other processes watching a transition.
+PROCESSES = 4
 
 
 def bench_should_attempt(env: Env, report: Report) -> None:
@@ -40,7 +42,7 @@ def bench_should_attempt(env: Env, report: Report) -> None:
     mark_hydrated(client, namespace)
     tracker = FederationTracker(env.redis_url, namespace=namespace, health=POLICY)
     domains = [f"ok{i}.example.org" for i in range(1000)]
-    batches = 50 if env.quick else 200
+    batches = 20 if env.quick else 200
     ask = tracker.should_attempt
 
     def healthy() -> None:
@@ -115,13 +117,13 @@ def bench_propagation(env: Env, report: Report) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(PROCESSES)
     ]
     delays: list[float] = []
     try:
         for child in children:
             assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        rounds = 20 if env.quick else 100
+        rounds = 10 if env.quick else 100
         for index in range(rounds):
             domain = f"prop{index}.example.org"
             for child in children:
@@ -138,14 +140,14 @@ def bench_propagation(env: Env, report: Report) -> None:
                 delays.append(float(child.stdout.readline()) - started)
         report.figure(
             section,
-            "health propagation to 4 other processes, p50",
+            f"health propagation to {PROCESSES} other processes, p50",
             percentile(delays, 50) * 1000,
             "ms",
             note=f"{len(delays)} samples: from the start of push() to should_attempt False",
         )
         report.figure(
             section,
-            "health propagation to 4 other processes, p99",
+            f"health propagation to {PROCESSES} other processes, p99",
             percentile(delays, 99) * 1000,
             "ms",
             target=("<=", 1000),
@@ -162,8 +164,8 @@ def bench_propagation(env: Env, report: Report) -> None:
 
 def bench_push_cost(env: Env, report: Report) -> None:
     section = "health"
-    count = 2_000
-    pairs = 20 if env.quick else 60
+    count = 1_000 if env.quick else 2_000
+    pairs = 8 if env.quick else 60
     namespace = env.namespace()
     client = redis.Redis.from_url(env.redis_url)
     mark_hydrated(client, namespace)

@@ -29,7 +29,7 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=360,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -52,6 +52,7 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         "memory",
         "rules",
         "engines",
+        "health",
     }
     assert "Summary against the targets" in (tmp_path / "RESULTS.md").read_text()
     assert (published.read_bytes() if published.exists() else None) == before

@@ -273,9 +273,7 @@ def test_health_reaches_another_tracker_on_every_engine(engine_url: str, namespa
             for _ in range(3):
                 writer.record_failure(domain, "SMTP")
         writer.push()
-        wait_for(
-            lambda: not any(reader.should_attempt(d) for d in domains), 2, "held everywhere"
-        )
+        wait_for(lambda: not any(reader.should_attempt(d) for d in domains), 2, "held everywhere")
         for domain in domains:
             writer.record_success(domain, 5, "SMTP")
         writer.push()

@@ -29,7 +29,7 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         env=env,
         capture_output=True,
         text=True,
-        timeout=360,
+        timeout=240,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

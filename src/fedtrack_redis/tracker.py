@@ -5,6 +5,9 @@ process memory only, G1), a `Pusher` thread (the exactly-once push protocol, G2/
 and the reads below, which always ask Redis so every worker sees the cluster's totals.
 A tracker never touches the database on its own: shards that Redis lost are hydrated by
 the flusher leader (one hydrator for the cluster), and until then pushes wait (G6).
+Delivery health (docs/health.md, G12) rides on the same pushes: `should_attempt` reads a
+`HealthView` that a `HealthSync` thread keeps current and that the pusher updates with
+the changes its own chunks made.
 
 Life cycle: the constructor starts the push thread (no other I/O); `close()` stops it,
 releases this worker's queue leases and pushes what is left. It also runs at interpreter

@@ -36,7 +36,7 @@ class Pusher:
         """rows: (domain, tail failures, healed)."""
         self.seq += 1
         pending = [
-            (name, [tail, 0, 0, healed, 0, 0, 0, 0, -1, None, -1, 0, -1, 0, tail, healed])
+            (name, [tail, 0, 0, healed, 0, 0, 0, 0, -1, None, -1, 0, -1, 0, 2 * tail + healed])
             for name, tail, healed in rows
         ]
         spec = POLICY.script_spec("PUBLISH", self.shard.health_feed)

@@ -86,3 +86,13 @@ def test_policy_validation_and_round_trip() -> None:
     record = decode_record(D, "b,4,1000,9000,1,0,1")
     assert (record.state, record.consecutive_failures, record.failing_since) == ("backoff", 4, 1.0)
     assert record.next_attempt_at == 9.0
+
+
+def test_the_demo_has_a_domain_that_goes_down_and_comes_back() -> None:
+    from fedtrack_redis.demo import traffic
+
+    assert traffic.FLAPPING in {d.name for d in traffic.population(50)}
+    cycle = traffic.CYCLE_SECONDS
+    assert traffic.is_down(traffic.FLAPPING, now=cycle * 10 + 1)
+    assert not traffic.is_down(traffic.FLAPPING, now=cycle * 10 + traffic.DOWN_SECONDS + 1)
+    assert not traffic.is_down("other.example", now=cycle * 10 + 1)

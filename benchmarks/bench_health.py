@@ -31,6 +31,8 @@ from benchmarks.report import Report
 from fedtrack_redis import FederationTracker, HealthPolicy, PolicyStore, check_federation_policy
 
 POLICY = HealthPolicy(failures=3, backoff_min=600.0, backoff_max=3600.0)
+#: Other processes watching a transition.
+PROCESSES = 4
 
 
 def bench_should_attempt(env: Env, report: Report) -> None:
@@ -40,7 +42,7 @@ def bench_should_attempt(env: Env, report: Report) -> None:
     mark_hydrated(client, namespace)
     tracker = FederationTracker(env.redis_url, namespace=namespace, health=POLICY)
     domains = [f"ok{i}.example.org" for i in range(1000)]
-    batches = 50 if env.quick else 200
+    batches = 20 if env.quick else 200
     ask = tracker.should_attempt
 
     def healthy() -> None:
@@ -115,13 +117,13 @@ def bench_propagation(env: Env, report: Report) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(PROCESSES)
     ]
     delays: list[float] = []
     try:
         for child in children:
             assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        rounds = 20 if env.quick else 100
+        rounds = 10 if env.quick else 100
         for index in range(rounds):
             domain = f"prop{index}.example.org"
             for child in children:
@@ -138,14 +140,14 @@ def bench_propagation(env: Env, report: Report) -> None:
                 delays.append(float(child.stdout.readline()) - started)
         report.figure(
             section,
-            "health propagation to 4 other processes, p50",
+            f"health propagation to {PROCESSES} other processes, p50",
             percentile(delays, 50) * 1000,
             "ms",
             note=f"{len(delays)} samples: from the start of push() to should_attempt False",
         )
         report.figure(
             section,
-            "health propagation to 4 other processes, p99",
+            f"health propagation to {PROCESSES} other processes, p99",
             percentile(delays, 99) * 1000,
             "ms",
             target=("<=", 1000),
@@ -162,8 +164,8 @@ def bench_propagation(env: Env, report: Report) -> None:
 
 def bench_push_cost(env: Env, report: Report) -> None:
     section = "health"
-    count = 5_000 if env.quick else 20_000
-    rounds = 3 if env.quick else 6
+    count = 1_000 if env.quick else 2_000
+    pairs = 8 if env.quick else 60
     namespace = env.namespace()
     client = redis.Redis.from_url(env.redis_url)
     mark_hydrated(client, namespace)
@@ -174,33 +176,47 @@ def bench_push_cost(env: Env, report: Report) -> None:
     rng = random.Random(7)
     workload, _description = WORKLOADS["typical"]
     rates: dict[bool, list[float]] = {True: [], False: []}
+    ratios: list[float] = []
+
+    def one_push(health: bool) -> float:
+        pusher._health = link if health else None
+        pusher._queues.health_specs = []
+        workload(tracker, domains, rng)
+        before = tracker.push_stats.fields
+        start = time.perf_counter()
+        tracker.push(timeout=60)
+        return (tracker.push_stats.fields - before) / (time.perf_counter() - start)
+
     try:
-        for round_ in range(rounds + 1):
-            for health in (True, False) if round_ % 2 else (False, True):
-                pusher._health = link if health else None
-                pusher._queues.health_specs = []
-                workload(tracker, domains, rng)
-                before = tracker.push_stats.fields
-                start = time.perf_counter()
-                tracker.push(timeout=60)
-                elapsed = time.perf_counter() - start
-                if round_:
-                    rates[health].append((tracker.push_stats.fields - before) / elapsed)
+        one_push(True)  # warm-up: creates the hashes and the health records
+        one_push(False)
+        for pair in range(pairs):
+            order = (True, False) if pair % 2 else (False, True)
+            measured = {health: one_push(health) for health in order}
+            for health, rate in measured.items():
+                rates[health].append(rate)
+            ratios.append(measured[True] / measured[False])
         on, off = median(rates[True]), median(rates[False])
         report.figure(
             section,
             "push with health on: field updates/s",
             on,
             "field updates/s",
-            baseline=f"health off {off:,.0f}/s, rounds interleaved",
+            baseline=f"health off {off:,.0f}/s in the same run",
             note=(
-                f"{count:,} domains per push, every row carrying outbound outcomes; on"
-                f" {', '.join(f'{r:,.0f}' for r in rates[True])}, off"
-                f" {', '.join(f'{r:,.0f}' for r in rates[False])}"
+                f"{count:,} domains per push (the push benchmark's typical rows: every row"
+                " carries an outbound success, every fourth a failure after it, so every"
+                f" line runs the state machine), {pairs} pairs of pushes, on and off"
+                " alternating; the machine is shared, so single pushes vary by ±30 %"
             ),
         )
         report.figure(
-            section, "push cost, health on vs off", (off - on) / off * 100, "%", target=("<=", 10)
+            section,
+            "push cost, health on vs off",
+            (1 - median(ratios)) * 100,
+            "%",
+            target=("<=", 10),
+            note="1 - the median over the pairs of (rate on / rate off), adjacent in time",
         )
     finally:
         pusher._health = link

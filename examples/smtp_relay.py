@@ -7,7 +7,10 @@ Every sender domain (MAIL FROM) and recipient domain (RCPT TO) is checked with
 domain gets ``554 5.7.1``. An accepted message counts as an inbound delivery from the
 sender's domain and, for each remote recipient, as a queued message that the relay then
 "delivers" (here: hands to a callable, by default a no-op) over SMTP, recording the
-success and its latency. Requires ``pip install aiosmtpd``.
+success and its latency. A delivery is attempted only when `tracker.should_attempt`
+allows it (a domain held back cluster-wide keeps its messages in `deferred` for a later
+try); a callable that raises `PermanentFailureError` (an SMTP 5xx for one recipient) records a
+permanent failure, which never holds the domain back. Requires ``pip install aiosmtpd``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from fedtrack_redis import (
 Deliver = Callable[[str, Envelope], None]
 
 
+class PermanentFailureError(Exception):
+    """Raised by a delivery callable when the remote refused one recipient for good."""
+
+
 def domain_of(address: str) -> str | None:
     """The domain part of an address, or None for the null sender ``<>``."""
     if not address:
@@ -52,6 +59,8 @@ class FederationRelay:
         self.tracker = tracker
         self.local_domain = local_domain
         self.deliver = deliver or (lambda recipient, envelope: None)
+        #: (recipient, envelope) held back by delivery health, to try again later.
+        self.deferred: list[tuple[str, Envelope]] = []
 
     def allowed(self, domain: str) -> bool:
         return check_federation_policy(domain, local_domain=self.local_domain, store=self.store)
@@ -89,10 +98,15 @@ class FederationRelay:
             domain = domain_of(recipient)
             if domain is None or not self._is_remote(domain):
                 continue
+            if not self.tracker.should_attempt(domain):
+                self.deferred.append((recipient, envelope))  # held back cluster-wide
+                continue
             self.tracker.increment_queue(domain)
             attempt = time.monotonic()
             try:
                 self.deliver(recipient, envelope)
+            except PermanentFailureError:
+                self.tracker.record_failure(domain, "SMTP", permanent=True)
             except OSError:
                 self.tracker.record_failure(domain, "SMTP")
             else:

@@ -223,8 +223,7 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
         11: batch.FIRST_COUNT,
         12: batch.SECOND_BUCKET,
         13: batch.SECOND_COUNT,
-        14: batch.HEALTH_TAIL,
-        15: batch.HEALTH_HEALED,
+        14: batch.HEALTH,
     }
     assert all(literal == slot for literal, slot in named.items())
     tree = ast.parse(textwrap.dedent(inspect.getsource(batch.Recorder.record_success)))
@@ -238,6 +237,29 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
     }
     assert used and used <= set(named)
     fresh = batch._new_row(batch.NOT_QUEUED, {})
-    assert len(fresh) == batch.HEALTH_HEALED + 1
+    assert len(fresh) == batch.HEALTH + 1
     assert fresh[batch.QUEUED] == batch.NOT_QUEUED
     assert fresh[batch.FIRST_BUCKET] == fresh[batch.SECOND_BUCKET] == -1
+
+
+def test_the_health_slot_keeps_the_order_of_outbound_outcomes() -> None:
+    from fedtrack_redis import batch
+
+    recorder = batch.Recorder()
+    recorder.record_failure("a.example", "SMTP")
+    recorder.record_success("a.example", 5, "SMTP")
+    recorder.record_failure("a.example", "HTTP")
+    recorder.record_failure("a.example", "HTTP", permanent=True)  # neither counts nor resets
+    recorder.record_success("a.example", 5)  # inbound: nothing for health
+    recorder.record_failure("b.example", "HTTPS")
+    recorder.record_failure("b.example", "HTTPS")
+    taken = batch.take_batch(recorder)
+    assert taken is not None
+    slots = {name: row[batch.HEALTH] for name, row in taken.rows.items()}
+    assert {n: batch.outcome_text(v) for n, v in slots.items()} == {
+        "a.example": "s1",
+        "b.example": "2",
+    }
+    assert batch.merge_outcomes(slots["b.example"], slots["a.example"]) == slots["a.example"]
+    assert batch.outcome_text(batch.merge_outcomes(slots["a.example"], slots["b.example"])) == "s3"
+    assert batch.outcome_text(0) == ""

@@ -134,9 +134,9 @@ def test_seal_appends_the_health_field_only_to_rows_with_outbound_outcomes() -> 
     shard = NamespaceKeys("ns").shards[0]
     base = [0, 0, 0, 0, 0, 0, 0, 0, NOT_QUEUED, None, -1, 0, -1, 0]
     rows = [
-        ("a.example", [*base, 2, 0]),  # two temporary failures
-        ("b.example", [*base, 1, 1]),  # a success, then one failure
-        ("c.example", [*base, 0, 0]),  # nothing health cares about
+        ("a.example", [*base, 4]),  # two temporary failures
+        ("b.example", [*base, 3]),  # a success, then one failure
+        ("c.example", [*base, 0]),  # nothing health cares about
     ]
     chunk = seal(shard, 1, "w", 30_000, 600, rows, "3,1000,4000,7,86400000;PUBLISH;ch;1")
     assert chunk.args[4].split("\n") == [

@@ -29,16 +29,20 @@ def test_many_workers_in_a_tight_loop_get_exactly_one_probe(make_tracker: Make) 
     assert health is not None and health.next_attempt_at is not None
     for worker in workers:
         wait_for(lambda w=worker: not w.should_attempt("probe.example"), 2, "held everywhere")
-    # the first probe is due within 1.4 s; the one after it no sooner than 1.6 s later
-    stop_at = health.next_attempt_at + 1.5
+    # the first probe is due within 1.4 s; the one after it no sooner than 1.6 s after the
+    # claim: everyone asks until 1.5 s after the first grant (or 5 s after it was due)
+    due = health.next_attempt_at
+    stop_at = [due + 5.0]
     granted: list[tuple[str, float]] = []
     lock = threading.Lock()
 
     def ask(worker: FederationTracker) -> None:
-        while time.time() < stop_at:
+        while time.time() < stop_at[0]:
             if worker.should_attempt("probe.example"):
+                now = time.time()
                 with lock:
-                    granted.append((worker.worker_id, time.time()))
+                    granted.append((worker.worker_id, now))
+                    stop_at[0] = min(stop_at[0], now + 1.5)
 
     threads = [threading.Thread(target=ask, args=(w,)) for w in [writer, *workers]]
     for thread in threads:
@@ -46,11 +50,13 @@ def test_many_workers_in_a_tight_loop_get_exactly_one_probe(make_tracker: Make) 
     for thread in threads:
         thread.join()
     assert len(granted) == 1, granted
-    assert granted[0][1] >= health.next_attempt_at - 0.05
+    assert granted[0][1] >= due - 0.05
     after = writer.health("probe.example")
     assert after is not None and after.next_attempt_at is not None
-    # the claim advanced the schedule as a failure would: the doubled interval, jittered
-    assert 0.8 * 2.0 - 0.1 <= after.next_attempt_at - granted[0][1] <= 1.4 * 2.0 + 0.1
+    # the claim (at or after `due`, before the grant) advanced the schedule as a failure
+    # would: the doubled interval, jittered
+    assert after.next_attempt_at >= due + 0.8 * 2.0 - 0.01
+    assert after.next_attempt_at <= granted[0][1] + 1.4 * 2.0 + 0.01
 
 
 def test_a_probe_that_succeeds_heals_and_one_that_fails_backs_off_further(

@@ -17,23 +17,26 @@
 -- KEYS[15]   healthevents fedtrack:{<ns>:<SS>}:healthevents  stream of state changes, trimmed by time
 -- KEYS[16]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
--- KEYS[17]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
+-- KEYS[17]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "last" -> the shard's current 5-min
+--                                                         bucket (a new one empties `seen`)
 -- KEYS[18]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
 --                                                         before its first write in that 5-min bucket
 -- KEYS[19]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
 --                                                         in that finished 5-min bucket
--- KEYS[20]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash domain -> this worker's
---                      in-flight messages 5 minutes old or more, per age column ("c1,...,c9")
--- KEYS[21]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash domain -> live workers' sums "c1,...,c9"
--- KEYS[22]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
--- KEYS[23]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
--- KEYS[23+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[20]   seen      fedtrack:{<ns>:<SS>}:series:seen      set of the hash keys of the domains based
+--                                                         in the shard's current 5-min bucket
+-- KEYS[21]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
+--                      this worker's in-flight messages of that age (columns 1..9, > 0)
+-- KEYS[22]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
+-- KEYS[23]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
+-- KEYS[24]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
+-- KEYS[24+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[23+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[24+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
 --            optionally followed by "|<health>" and "|<ages>" (absent or empty: nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
@@ -50,7 +53,7 @@
 --              number of in-flight messages of that age; the differences with the lease's
 --              ages go to the shard's qshape sums (never < 0). Column 0 (under 5 min) is
 --              never sent: it is T minus the others, and T is queued_messages, mirrored
---              into KEYS[22] here. A leading "=" marks a line that only carries ages
+--              into KEYS[23] here. A leading "=" marks a line that only carries ages
 --              (messages moved column): the domain is not touched (no last_active, not
 --              marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
@@ -68,14 +71,6 @@
 -- domains in backoff or unavailable. Changes to `held` bump healthmeta's rev and are
 -- published on the feed channel as "<rev>\n<domain>|<state>|<next_ms>..." (state
 -- healthy, backoff, unavailable); each state change is an entry of `healthevents`.
---
--- History (docs/history.md): the chunk's sums go into the shard's 1-minute and 5-minute
--- buckets of the cluster series (shard buckets older than MINUTES_KEPT / FIVES_KEPT are
--- trimmed when a new bucket opens); a domain's first write in a 5-minute bucket records
--- its counters before the write in `base` (and, when `base` held an older bucket, that
--- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- one HMGET per chunk, a few calls per domain and bucket, nothing per event. Both are
--- written inside the at-most-once apply, so every series sum is exact.
 --
 -- Flush epochs (copy on write): while the flusher reads the closing epoch, `flushing` holds
 -- its domains; the first write to one of them copies its hash, as it was at the close, into
@@ -99,9 +94,19 @@
 --                 not hydrated)
 --   feed          what was published on the feed channel ("" when nothing), so the
 --                 pushing worker's own view follows before its push returns
+-- History (docs/history.md): the chunk's sums go into the shard's 1-minute bucket of the
+-- cluster series (5-minute buckets are their sums; shard buckets older than MINUTES_KEPT
+-- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
+-- its counters before the write in `base` (and, when `base` held an older bucket, that
+-- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
+-- one SMISMEMBER of `seen` per chunk, a few calls per domain and bucket, nothing per
+-- event. Both are written inside the at-most-once apply, so every series sum is exact.
+-- The blocks between "-- series:begin" and "-- series:end" are the history's alone (the
+-- benchmark cuts them out to measure the push without the series).
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms,
 -- the history buckets).
+-- The ages' columns come from the worker's clock (it holds the enqueue times); no clock here.
 
 local unpack = table.unpack or unpack
 local call = redis.call
@@ -131,8 +136,8 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-  .. '(%|?s?%d*)|?(=?[%d:,]*)'
-local FIXED = 23
+  .. '%|?(s?%d*)%|?(=?[%d:,]*)'
+local FIXED = 24
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -161,6 +166,13 @@ if ARGV[8] and ARGV[8] ~= '' then
     tonumber(e), tonumber(f)
   PUBLISH, CHANNEL, RETAIN = g, h, tonumber(k)
 end
+-- the tail of a fresh streak's record at this push: since, next, periods, last period, step
+local FRESH = ''
+if seed then
+  FRESH = ',' .. string.format('%d', now_ms) .. ',0,1,' .. string.format('%d', math.floor(now_ms / PERIOD)) .. ',0'
+end
+-- fresh streaks' records written, and healed records removed, by one call each
+local fresh_set, fresh_del = {}, {}
 local feed = {}
 local state_delta = {b = 0, u = 0}
 local STATES = {h = 'healthy', b = 'backoff', u = 'unavailable'}
@@ -173,10 +185,24 @@ local function jitter(n)
   return 0.8 + 0.6 * x / 2147483647
 end
 
-local function health_line(n, domain, key, h)
+-- the state machine of the domain of KEYS[n]; `cur` is its health record (false: none)
+local function health_line(n, domain, h, cur)
   local healed = string.sub(h, 1, 1) == 's'
   local failures = tonumber(healed and string.sub(h, 2) or h) or 0
-  local cur = call('HGET', KEYS[12], domain)
+  if not cur and failures == 0 then
+    return -- a success of a domain that was not failing: nothing to do
+  end
+  if healed and (not cur or string.sub(cur, 1, 1) == 'h') and failures < F then
+    -- the common case of a failing domain: a success, then fewer failures than the
+    -- threshold: a fresh streak that holds nothing back (no parse, one write at most)
+    if failures == 0 then
+      fresh_del[#fresh_del + 1] = domain
+    else
+      fresh_set[#fresh_set + 1] = domain
+      fresh_set[#fresh_set + 1] = 'h,' .. failures .. FRESH
+    end
+    return
+  end
   local st, cnt, since, nxt, periods, lastp, step = 'h', 0, 0, 0, 0, -1, 0
   if cur then
     local a, b, c, d, e, f, g = string.match(cur, '^(%a),(%d+),(%d+),(%d+),(%d+),(-?%d+),(%d+)$')
@@ -209,7 +235,7 @@ local function health_line(n, domain, key, h)
         if interval > MAX then
           interval = MAX
         end
-        st, nxt = 'b', now_ms + math.floor(interval * jitter(n))
+        st, nxt = 'b', now_ms + math.floor(interval * jitter(n - FIXED))
       end
     end
   end
@@ -236,34 +262,38 @@ local function health_line(n, domain, key, h)
     call('XADD', KEYS[15], 'MINID', '~', tostring(now_ms - RETAIN), '*',
       'domain', domain, 'from', STATES[before], 'to', STATES[st], 'at', stamp,
       'count', cnt, 'since', since, 'next', nxt, 'periods', periods,
-      'stats', table.concat(call('HGETALL', key), '\t'))
+      'stats', table.concat(call('HGETALL', KEYS[n]), '\t'))
   end
 end
 
 -- series:begin
-local MINUTES_KEPT, FIVES_KEPT = 180, 36
+local MINUTES_KEPT = 180
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
-local plen = #fprefix
-local names = {}
-for domain in string.gmatch(ARGV[5], '([a-z0-9.:-]+)|[^\n]*') do
-  names[#names + 1] = domain
+-- `seen` holds the hash keys of the domains already based in the shard's current 5-min
+-- bucket (emptied when the bucket changes): one SMISMEMBER of the chunk's own KEYS finds
+-- the domains writing for the first time in this bucket
+if five > tonumber(call('HGET', KEYS[17], 'last') or '0') then
+  call('UNLINK', KEYS[20])
+  call('HSET', KEYS[17], 'last', string.format('%d', five))
 end
-local bases = {}
-if #names > 0 then
-  bases = call('HMGET', KEYS[18], unpack(names))
+local seen = {}
+if #KEYS > FIXED then
+  seen = call('SMISMEMBER', KEYS[20], unpack(KEYS, FIXED + 1))
 end
+local newly = {}
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 -- the domain's counters now (before this chunk's write) become its base in this bucket;
 -- an older base closes that bucket's counts for the leader to keep or drop
-local function rebase(key, domain, old)
+local function rebase(key, domain)
+  local old = call('HGET', KEYS[18], domain)
   local now_values = call('HMGET', key, unpack(COUNTED))
   for f = 1, 9 do
     now_values[f] = now_values[f] or '0'
   end
-  if old then
+  if old and string.find(old, fprefix, 1, true) ~= 1 then
     local bucket, values = string.match(old, '^(%d+)|(.*)$')
     local counts, f, any = {}, 0, false
     for value in string.gmatch(values, '%d+') do
@@ -281,7 +311,10 @@ local function rebase(key, domain, old)
       call('HSET', KEYS[19], bucket .. '|' .. domain, table.concat(counts, ','))
     end
   end
-  call('HSET', KEYS[18], domain, fprefix .. table.concat(now_values, ','))
+  if not old or string.find(old, fprefix, 1, true) ~= 1 then
+    call('HSET', KEYS[18], domain, fprefix .. table.concat(now_values, ','))
+  end
+  newly[#newly + 1] = key
 end
 -- a new bucket in a shard series trims the buckets that fell out of what it keeps
 local function trim(key, bucket, kept)
@@ -303,86 +336,6 @@ local function trim(key, bucket, kept)
   call('HSET', key, 'last', string.format('%d', bucket))
 end
 -- series:end
-
-local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
-
-local scored_queued, unqueued = {}, {}
-
--- "c1,...,c9" (or nil) -> a table of nine numbers
-local function columns(text)
-  local counts = {0, 0, 0, 0, 0, 0, 0, 0, 0}
-  if text then
-    local k = 0
-    for count in string.gmatch(text, '%d+') do
-      k = k + 1
-      counts[k] = tonumber(count)
-    end
-  end
-  return counts
-end
-
-local function all_zero(counts)
-  for k = 1, 9 do
-    if counts[k] ~= 0 then
-      return false
-    end
-  end
-  return true
-end
-
--- apply one line's ages to the worker's lease and the shard's sums
-local function apply_ages(domain, ages)
-  local held = nil
-  local sums = nil
-  for column, count in string.gmatch(ages, '(%d):(%d+)') do
-    local k = tonumber(column)
-    if k >= 1 then
-      if not held then
-        held = columns(call('HGET', KEYS[20], domain))
-      end
-      local wanted = tonumber(count)
-      local delta = wanted - held[k]
-      if delta ~= 0 then
-        if not sums then
-          sums = columns(call('HGET', KEYS[21], domain))
-        end
-        held[k] = wanted
-        local updated = sums[k] + delta
-        if updated < 0 then
-          updated = 0
-        end
-        age_sums[k] = age_sums[k] + updated - sums[k]
-        sums[k] = updated
-      end
-    end
-  end
-  if not sums then
-    return
-  end
-  if all_zero(held) then
-    call('HDEL', KEYS[20], domain)
-  else
-    call('HSET', KEYS[20], domain, table.concat(held, ','))
-  end
-  if all_zero(sums) then
-    call('HDEL', KEYS[21], domain)
-  else
-    call('HSET', KEYS[21], domain, table.concat(sums, ','))
-  end
-end
-
--- the qshape index mirrors queued_messages (batched like the activity index)
-local function flush_queued()
-  if #scored_queued > 0 then
-    call('ZADD', KEYS[22], unpack(scored_queued))
-    scored_queued = {}
-  end
-  if #unqueued > 0 then
-    call('ZREM', KEYS[22], unpack(unqueued))
-    unqueued = {}
-  end
-end
-
 local lease_absent = 0
 if not call('ZSCORE', KEYS[6], worker) then
   lease_absent = 1
@@ -393,6 +346,48 @@ local scored, members = {}, {}
 local s1, s2, s3, s4, s5, s6, s7, s8, s9 = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local buckets = {}
 local queued_delta = 0
+local age_sums = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+local scored_queued, unqueued = {}, {}
+
+-- apply one line's ages to the worker's lease and the shard's sums (fields
+-- "<domain>|<column>", absent when 0)
+local function apply_ages(domain, ages)
+  for column, count in string.gmatch(ages, '(%d):(%d+)') do
+    local k = tonumber(column)
+    if k >= 1 then
+      local field = domain .. '|' .. column
+      local held = tonumber(call('HGET', KEYS[21], field) or '0')
+      local wanted = tonumber(count)
+      local delta = wanted - held
+      if delta ~= 0 then
+        if wanted == 0 then
+          call('HDEL', KEYS[21], field)
+        else
+          call('HSET', KEYS[21], field, count)
+        end
+        local updated = call('HINCRBY', KEYS[22], field, delta)
+        if updated <= 0 then
+          call('HDEL', KEYS[22], field)
+          delta = delta - updated -- never below 0
+        end
+        age_sums[k] = age_sums[k] + delta
+      end
+    end
+  end
+end
+
+-- the qshape index mirrors queued_messages (batched like the activity index)
+local function flush_queued()
+  if #scored_queued > 0 then
+    call('ZADD', KEYS[23], unpack(scored_queued))
+    scored_queued = {}
+  end
+  if #unqueued > 0 then
+    call('ZREM', KEYS[23], unpack(unqueued))
+    unqueued = {}
+  end
+end
 
 local function flush_members()
   if #members > 0 then
@@ -402,6 +397,8 @@ local function flush_members()
   end
 end
 
+-- lines with health data, run after the counters (one HMGET reads all their records)
+local hn, h_domain, h_data, h_line = 0, {}, {}, {}
 local i = FIXED
 for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
     in string.gmatch(ARGV[5], LINE) do
@@ -420,9 +417,8 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
   -- series:begin
-  local based = bases[i - FIXED]
-  if touched and (not based or string.sub(based, 1, plen) ~= fprefix) then
-    rebase(key, domain, based)
+  if touched and seen[i - FIXED] == 0 then
+    rebase(key, domain)
   end
   -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
@@ -471,12 +467,8 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
     end
   end
   if health ~= '' and seed then
-    if string.sub(health, 1, 1) == '|' then
-      health = string.sub(health, 2)
-    end
-    if health ~= '' then
-      health_line(i - FIXED, domain, key, health)
-    end
+    hn = hn + 1
+    h_domain[hn], h_data[hn], h_line[hn] = domain, health, i
   end
   if touched then -- a line is a touch: last_active, the activity index, changed
     if not stamped then
@@ -494,6 +486,21 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
 end
 flush_members()
 flush_queued()
+if hn > 0 then
+  local records = call('HMGET', KEYS[12], unpack(h_domain))
+  for j = 1, hn do
+    local cur = records[j]
+    if cur or h_data[j] ~= 's0' then -- else a success of a domain not failing: nothing
+      health_line(h_line[j], h_domain[j], h_data[j], cur)
+    end
+  end
+  if #fresh_set > 0 then
+    call('HSET', KEYS[12], unpack(fresh_set))
+  end
+  if #fresh_del > 0 then
+    call('HDEL', KEYS[12], unpack(fresh_del))
+  end
+end
 
 -- the shard's totals, kept as pushes arrive (reads never add up every domain); the top
 -- lists are the flusher's, refreshed from each epoch it reads
@@ -509,13 +516,14 @@ for bucket, count in pairs(buckets) do
   call('HINCRBY', KEYS[11], 'h' .. bucket, count)
 end
 -- series:begin
+if #newly > 0 then
+  call('SADD', KEYS[20], unpack(newly))
+end
 trim(KEYS[16], minute, MINUTES_KEPT)
-trim(KEYS[17], five, FIVES_KEPT)
-local mprefix, vprefix = string.format('%d:', minute), string.format('%d:', five)
+local mprefix = string.format('%d:', minute)
 for f = 1, 9 do
   if sums[f] ~= 0 then
     call('HINCRBY', KEYS[16], mprefix .. f, sums[f])
-    call('HINCRBY', KEYS[17], vprefix .. f, sums[f])
   end
 end
 -- series:end
@@ -524,7 +532,7 @@ if queued_delta ~= 0 then
 end
 for k = 1, 9 do
   if age_sums[k] ~= 0 then
-    call('HINCRBY', KEYS[23], k, age_sums[k])
+    call('HINCRBY', KEYS[24], k, age_sums[k])
   end
 end
 call('HSET', KEYS[2], worker, given)
@@ -540,7 +548,7 @@ for _, old in ipairs(stale) do
     call('ZREM', KEYS[3], old)
   end
 end
-if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[20]) == 1 then
+if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[21]) == 1 then
   call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   call('ZREM', KEYS[6], worker)

@@ -9,7 +9,7 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
 
     [failed_http, failed_https, failed_smtp, success_http, success_https, success_smtp,
      inbound, total_latency_ms, queued, row_id, bucket_1, count_1, bucket_2, count_2,
-     tail, healed]
+     outcomes]
 
 * Rows are keyed by the caller's spelling, so a known spelling costs one dict lookup for
   both validation and the row; a spelling is validated (`DomainMemo`) when its row is
@@ -21,11 +21,12 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
   ``row_id + bucket``, where ``row_id`` is the row's insertion index shifted left by 7
   bits (buckets are 0…100). A dict entry costs about 70 B, two list slots 16 B.
 * ``last_active`` is set by Redis's clock when the row is pushed: a row is a touch.
-* ``tail`` and ``healed`` are what delivery health (docs/health.md) needs of the order of
-  outcomes: ``healed`` is 1 once an outbound success was recorded in the interval, and
-  ``tail`` counts the temporary outbound failures recorded after the last one. That is
-  all "consecutive in the order recorded" depends on: a success wipes whatever came
-  before it. Permanent failures and inbound successes touch neither.
+* ``outcomes`` is what delivery health (docs/health.md) needs of the order of outbound
+  results, in one slot (8 B): ``2 * tail + healed``, where ``healed`` is 1 once an
+  outbound success was recorded in the interval and ``tail`` counts the temporary
+  outbound failures recorded after the last one. That is all "consecutive in the order
+  recorded" depends on: a success wipes whatever came before it. Permanent failures and
+  inbound successes leave it alone.
 
 In-flight counts (G8) persist across batches in ``inflight`` (normalized domain → count
 > 0); each step clamps at 0, so a decrement at 0 then an increment gives 1. Beside each
@@ -59,10 +60,9 @@ FIRST_BUCKET = 10
 FIRST_COUNT = 11
 SECOND_BUCKET = 12
 SECOND_COUNT = 13
-#: Temporary outbound failures recorded after the row's last outbound success.
-HEALTH_TAIL = 14
-#: 1 when the row holds an outbound success (the count restarts from `HEALTH_TAIL`).
-HEALTH_HEALED = 15
+#: ``2 * (temporary outbound failures after the row's last outbound success) + (1 when
+#: the row holds an outbound success)``; `outcome_text` decodes it.
+HEALTH = 14
 #: The (bucket, count) slot pairs counted inline in a row.
 INLINE_BUCKETS = ((FIRST_BUCKET, FIRST_COUNT), (SECOND_BUCKET, SECOND_COUNT))
 ROW_ID_SHIFT = 7
@@ -98,6 +98,20 @@ SUCCESS_SLOTS[""] = INBOUND
 #: Buckets of the integer latencies below 4096 ms, precomputed (same rule as stats.bucket_of).
 _SMALL_LIMIT = 4096  # spelled as a literal in record_success
 _SMALL_BUCKETS = tuple(0 if ms < 1 else int(_log2(ms) * 4) + 1 for ms in range(_SMALL_LIMIT))
+
+
+def outcome_text(outcomes: int) -> str:
+    """The push line's health field of a row's `HEALTH` slot: ``"<n>"`` failures, or
+    ``"s<n>"`` an outbound success then n failures ("" when nothing happened)."""
+    if not outcomes:
+        return ""
+    tail = outcomes >> 1
+    return f"s{tail}" if outcomes & 1 else str(tail)
+
+
+def merge_outcomes(older: int, newer: int) -> int:
+    """Two intervals' `HEALTH` slots as one: a newer success wipes the older tail."""
+    return newer if newer & 1 else older + newer
 
 
 def latency_bucket(latency_ms: object) -> tuple[float, int]:
@@ -146,7 +160,7 @@ class Batch(NamedTuple):
 
 
 def _new_row(queued: int, rows: dict[str, Row]) -> Row:
-    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0, 0, 0]
+    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0, 0]
 
 
 class Recorder:
@@ -185,7 +199,7 @@ class Recorder:
             latency_ms, bucket = latency_bucket(latency_ms)
         # Row slots are literals here (a module constant costs a dict lookup per use):
         # 6 INBOUND, 7 LATENCY, 9 ROW_ID, 10/11 FIRST_BUCKET/COUNT, 12/13 SECOND_...,
-        # 14 HEALTH_TAIL, 15 HEALTH_HEALED
+        # 14 HEALTH
         self._acquire()
         try:
             row = self._rows.get(domain)
@@ -194,8 +208,7 @@ class Recorder:
             row[slot] += 1
             row[7] += latency_ms
             if slot != 6:
-                row[14] = 0
-                row[15] = 1
+                row[14] = 1  # healed, no failure after it
                 if row[10] == bucket:
                     row[11] += 1
                 elif row[12] == bucket:
@@ -231,7 +244,7 @@ class Recorder:
                 row = self._row(domain)
             row[slot] += 1
             if not permanent:
-                row[14] += 1  # HEALTH_TAIL
+                row[14] += 2  # HEALTH: one more failure after the last success
         except TypeError:
             raise InvalidDomainError(domain, "not a string") from None
         finally:

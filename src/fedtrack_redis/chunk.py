@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import HEALTH_HEALED, HEALTH_TAIL, NOT_QUEUED, ROW_ID_SHIFT
+from .batch import HEALTH, NOT_QUEUED, ROW_ID_SHIFT, outcome_text
 from .keys import ShardKeys
 
 #: Pending deltas of one domain: a batch row (`batch.Recorder`) whose slot 9 (the row id
@@ -111,8 +111,10 @@ def estimated_writes(entry: Pending) -> int:
     """Upper bound of the hash writes one pending domain costs push.lua."""
     buckets = entry[PENDING_BUCKETS]
     writes = 12 + (len(buckets) if buckets else 0)
-    if len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
-        writes += 6  # the health record, held, and now and then an event
+    if len(entry) > HEALTH and entry[HEALTH]:
+        # failures: the health record and held (an event now and then); a success alone:
+        # at most the record of a failing domain removed
+        writes += 2 if entry[HEALTH] > 1 else 1
     return writes
 
 
@@ -179,8 +181,8 @@ def seal(
                 leased.append(name)
         histogram = ",".join([f"{b}:{c}" for b, c in buckets.items()]) if buckets else ""
         outcome = ""
-        if health and len(entry) > HEALTH_HEALED and (entry[HEALTH_TAIL] or entry[HEALTH_HEALED]):
-            outcome = f"s{entry[HEALTH_TAIL]}" if entry[HEALTH_HEALED] else str(entry[HEALTH_TAIL])
+        if health and len(entry) > HEALTH and entry[HEALTH]:
+            outcome = outcome_text(entry[HEALTH])
             carries_health = True
         changed = ages.get(name) if ages else None
         if changed:

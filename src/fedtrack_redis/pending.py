@@ -21,8 +21,7 @@ from .ages import AgeTracker
 from .batch import (
     FIRST_BUCKET,
     FIRST_COUNT,
-    HEALTH_HEALED,
-    HEALTH_TAIL,
+    HEALTH,
     LATENCY,
     NOT_QUEUED,
     QUEUED,
@@ -32,6 +31,7 @@ from .batch import (
     Batch,
     Recorder,
     inflight_snapshot,
+    merge_outcomes,
 )
 from .chunk import (
     ACK_RETENTION_SECONDS,
@@ -315,7 +315,7 @@ class ShardQueues:
             held_here = True
             held = pending.get(name)
             if held is None:
-                pending[name] = [0, 0, 0, 0, 0, 0, 0, 0, count, None, -1, 0, -1, 0, 0, 0]
+                pending[name] = [0, 0, 0, 0, 0, 0, 0, 0, count, None, -1, 0, -1, 0, 0]
             else:
                 held[QUEUED] = count
             full = self.ages.full(name)
@@ -332,12 +332,8 @@ def _merge(held: Pending, row: Pending) -> None:
         held[index] += row[index]
     if row[QUEUED] != NOT_QUEUED:
         held[QUEUED] = row[QUEUED]
-    if len(row) > HEALTH_HEALED and len(held) > HEALTH_HEALED:
-        if row[HEALTH_HEALED]:
-            held[HEALTH_HEALED] = 1
-            held[HEALTH_TAIL] = row[HEALTH_TAIL]
-        else:
-            held[HEALTH_TAIL] += row[HEALTH_TAIL]
+    if len(row) > HEALTH and len(held) > HEALTH:
+        held[HEALTH] = merge_outcomes(held[HEALTH], row[HEALTH])
     buckets = row[PENDING_BUCKETS]
     if buckets:
         merged = held[PENDING_BUCKETS]

@@ -5,6 +5,9 @@ process memory only, G1), a `Pusher` thread (the exactly-once push protocol, G2/
 and the reads below, which always ask Redis so every worker sees the cluster's totals.
 A tracker never touches the database on its own: shards that Redis lost are hydrated by
 the flusher leader (one hydrator for the cluster), and until then pushes wait (G6).
+Delivery health (docs/health.md, G12) rides on the same pushes: `should_attempt` reads a
+`HealthView` that a `HealthSync` thread keeps current and that the pusher updates with
+the changes its own chunks made.
 
 Life cycle: the constructor starts the push thread (no other I/O); `close()` stops it,
 releases this worker's queue leases and pushes what is left. It also runs at interpreter
@@ -41,7 +44,7 @@ from .ages import release_ages
 from .batch import Recorder, release_inflight
 from .config import positive_seconds
 from .connections import database_engine
-from .domain import normalize_domain
+from .domain import DEFAULT_MEMO, memo_lookup, normalize_domain
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, ConfigurationError, FedtrackError
 from .health.policy import DomainHealth, HealthPolicy
@@ -103,9 +106,11 @@ class FederationTracker(Recorder):
             raise ConfigurationError(f"health: expected a HealthPolicy, got {health!r}")
         self._health_policy = health
         self._view = HealthView()
-        #: The view's held-back domains (one dict for the tracker's life): read by
-        #: `should_attempt` without a lock.
+        #: The view's held-back domains, asked-about domains and claimed probes (one
+        #: object each for the tracker's life): read by `should_attempt` without a lock.
         self._held = self._view.held
+        self._asked = self._view.asked
+        self._probes = self._view.probes
         self.keys = NamespaceKeys(namespace)
         self.namespace = namespace
         self._default_id = worker_id is None
@@ -157,6 +162,8 @@ class FederationTracker(Recorder):
         self._flushers = []
         self._view = HealthView()
         self._held = self._view.held
+        self._asked = self._view.asked
+        self._probes = self._view.probes
         self._health_link = HealthLink(
             HealthRedis(self._redis, self.keys), self._view, self._health_policy
         )
@@ -172,9 +179,21 @@ class FederationTracker(Recorder):
         probe per backoff interval that a background thread claimed for this process;
         True for anything else, an invalid name included (it never raises).
         """
-        if not self._held:
+        held = self._held
+        if not held:
             return True
-        return self._view.should_attempt(domain)
+        try:
+            if domain in held:  # the probe path of the view, inlined (one call less)
+                self._asked.add(domain)
+                return bool(self._probes) and self._view.probe(domain)
+            name = memo_lookup(domain)
+        except TypeError:  # unhashable: not a domain at all
+            return True
+        if name is None:
+            name = DEFAULT_MEMO.get(domain)
+        if name.__class__ is str and name in held:
+            return self._view.probe(name)
+        return True
 
     def health(self, domain: str) -> DomainHealth | None:
         """The cluster's health of `domain` (read from Redis), None when it was never

@@ -2,7 +2,11 @@
 
 Domains follow a Zipf-like popularity; each has its own failure rate (a few are badly
 broken) and latency profile; transports are mostly HTTPS, some HTTP and SMTP. Every
-message is first checked against the federation policy, like a real relay does.
+message is first checked against the federation policy, like a real relay does, and an
+outbound one is only attempted when `should_attempt` says so (delivery health). One
+domain, `FLAPPING`, goes down for `DOWN_SECONDS` of every `CYCLE_SECONDS` (by the wall
+clock, so every worker agrees), so the dashboard shows the whole cycle: backoff,
+unavailable, one probe at a time, healthy again once it answers.
 """
 
 from __future__ import annotations
@@ -14,12 +18,21 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 
 from ..check import check_federation_policy
+from ..health.policy import HealthPolicy
 from ..policy.store import PolicyStore
 from ..tracker import FederationTracker
 
 TRANSPORTS = ("HTTPS", "HTTPS", "HTTPS", "HTTPS", "HTTPS", "HTTPS", "HTTPS", "HTTP", "SMTP", "SMTP")
 WORDS = ("relay", "chat", "mx", "post", "mail", "nine", "delta", "moss", "quill", "harbor")
 TLDS = ("example", "test", "invalid", "example.org", "example.net")
+#: The domain that goes down and comes back.
+FLAPPING = "flapping.example.net"
+CYCLE_SECONDS = 180.0
+DOWN_SECONDS = 100.0
+#: Minutes instead of hours and days, so a demo shows every state (docs/health.md).
+DEMO_HEALTH = HealthPolicy(
+    failures=3, backoff_min=4.0, backoff_max=20.0, unavailable_after=3, period=20.0
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,14 @@ def population(count: int, seed: int = 7) -> list[RemoteDomain]:
         failure = rng.uniform(0.35, 0.9) if broken else rng.betavariate(1.2, 40)
         latency = rng.lognormvariate(math.log(180), 0.6) * (6 if rng.random() < 0.03 else 1)
         domains.append(RemoteDomain(name, 1 / rank**1.1, failure, latency))
+    domains.append(RemoteDomain(FLAPPING, 1 / 8, 0.02, 150.0))
     return domains
+
+
+def is_down(name: str, now: float | None = None) -> bool:
+    """Whether `name` refuses deliveries right now (only `FLAPPING`, part of each cycle)."""
+    moment = time.time() if now is None else now
+    return name == FLAPPING and moment % CYCLE_SECONDS < DOWN_SECONDS
 
 
 def run_worker(
@@ -59,7 +79,9 @@ def run_worker(
     remote = population(domains)
     weights = [d.weight for d in remote]
     store = PolicyStore(database_url, redis_url, namespace=namespace).init()
-    tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.5)
+    tracker = FederationTracker(
+        redis_url, namespace=namespace, push_interval=0.5, health=DEMO_HEALTH
+    )
     in_flight: list[str] = []
     try:
         next_tick = time.monotonic()
@@ -94,14 +116,18 @@ def simulate_message(
     if rng.random() < 0.3:  # inbound: a delivery received from the domain
         tracker.record_success(domain.name, rng.expovariate(1 / 40))
         return
+    if not tracker.should_attempt(domain.name):
+        return  # held back cluster-wide: the relay keeps the message for later
     tracker.increment_queue(domain.name)
     in_flight.append(domain.name)
     if len(in_flight) > 40 or rng.random() < 0.9:
         finished = in_flight.pop(rng.randrange(len(in_flight)))
         tracker.decrement_queue(finished)
     transport = rng.choice(TRANSPORTS)
-    if rng.random() < domain.failure_rate:
-        tracker.record_failure(domain.name, transport)
+    if is_down(domain.name) or rng.random() < domain.failure_rate:
+        # now and then a bad recipient: an SMTP 5xx, which says nothing of the domain
+        permanent = transport == "SMTP" and not is_down(domain.name) and rng.random() < 0.2
+        tracker.record_failure(domain.name, transport, permanent=permanent)
     else:
         latency = rng.lognormvariate(math.log(domain.median_latency_ms), 0.5)
         tracker.record_success(domain.name, latency, transport)

@@ -115,11 +115,14 @@ class HealthRedis:
         return int(rev or 0), {_text(d): int(score) for d, score in held}
 
     def revisions(self) -> list[int]:
-        """Every shard's rev (0 when none)."""
-        revs: list[int] = []
-        for shard in self.keys.shards:
-            client = self.engine.node_for(shard.base)
-            revs.append(int(client.hget(shard.health_meta, "rev") or 0))
+        """Every shard's rev (0 when none): one pipeline per node."""
+        revs = [0] * len(self.keys.shards)
+        for client, shards in self.engine.by_node(self.keys.shards, lambda shard: shard.base):
+            with client.pipeline(transaction=False) as pipe:
+                for shard in shards:
+                    pipe.hget(shard.health_meta, "rev")
+                for shard, value in zip(shards, pipe.execute(), strict=True):
+                    revs[shard.shard] = int(value or 0)
         return revs
 
     # -- writes ---------------------------------------------------------------------------

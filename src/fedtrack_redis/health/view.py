@@ -41,26 +41,34 @@ class HealthView:
     # -- the hot path ---------------------------------------------------------------
 
     def should_attempt(self, domain: str) -> bool:
-        """True unless `domain` is held back; a claimed probe is one True (memory only)."""
+        """True unless `domain` is held back; a claimed probe is one True (memory only).
+        (`FederationTracker.should_attempt` inlines this.)"""
         held = self.held
         if not held:
             return True
         try:
-            if domain not in held:
-                name = memo_lookup(domain)
-                if name is None:
-                    name = DEFAULT_MEMO.get(domain)
-                if name.__class__ is not str or name not in held:
-                    return True
-                domain = name
+            if domain in held:
+                return self.probe(domain)
+            name = memo_lookup(domain)
         except TypeError:  # unhashable: not a domain at all
             return True
-        self.asked.add(domain)
-        try:
-            self.probes.remove(domain)
-        except KeyError:
-            return False
+        if name is None:
+            name = DEFAULT_MEMO.get(domain)
+        if name.__class__ is str and name in held:
+            return self.probe(name)
         return True
+
+    def probe(self, domain: str) -> bool:
+        """`domain` (normalized) is held: note the demand; True once per claimed probe."""
+        self.asked.add(domain)
+        probes = self.probes
+        if probes and domain in probes:
+            try:
+                probes.remove(domain)  # one caller wins, whatever the threads
+            except KeyError:
+                return False
+            return True
+        return False
 
     # -- writers ------------------------------------------------------------------------
 

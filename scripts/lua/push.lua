@@ -14,8 +14,9 @@
 -- KEYS[12]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
 -- KEYS[13]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
--- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
---                                                         before its first write in that 5-min bucket
+-- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash <the domain's hash key> ->
+--                                                         "<bucket>|<nine counters>" before its
+--                                                         first write in that 5-min bucket
 -- KEYS[15]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
 --                                                         in that finished 5-min bucket
 -- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
@@ -118,14 +119,11 @@ local MINUTES_KEPT, FIVES_KEPT = 180, 36
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
-local plen = #fprefix
-local names = {}
-for domain in string.gmatch(ARGV[5], '([a-z0-9.:-]+)|[^\n]*') do
-  names[#names + 1] = domain
-end
+-- `base` is keyed by the domain's hash key: the chunk's KEYS are its fields, so one
+-- HMGET per chunk finds which domains write for the first time in this bucket
 local bases = {}
-if #names > 0 then
-  bases = call('HMGET', KEYS[14], unpack(names))
+if #KEYS > FIXED then
+  bases = call('HMGET', KEYS[14], unpack(KEYS, FIXED + 1))
 end
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
@@ -154,7 +152,7 @@ local function rebase(key, domain, old)
       call('HSET', KEYS[15], bucket .. '|' .. domain, table.concat(counts, ','))
     end
   end
-  call('HSET', KEYS[14], domain, fprefix .. table.concat(now_values, ','))
+  call('HSET', KEYS[14], key, fprefix .. table.concat(now_values, ','))
 end
 -- a new bucket in a shard series trims the buckets that fell out of what it keeps
 local function trim(key, bucket, kept)
@@ -204,7 +202,7 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
   end
   -- series:begin
   local based = bases[i - FIXED]
-  if not based or string.sub(based, 1, plen) ~= fprefix then
+  if not based or string.find(based, fprefix, 1, true) ~= 1 then
     rebase(key, domain, based)
   end
   -- series:end

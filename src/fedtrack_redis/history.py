@@ -34,7 +34,7 @@ from .stats import COUNTER_FIELDS
 #: The nine event counters of a bucket (the `queued_messages` gauge is not one), in the
 #: order push.lua numbers them 1-9.
 COUNTERS: tuple[str, ...] = COUNTER_FIELDS
-MINUTE, FIVE = 60, 300
+MINUTE, FIVE, DAY = 60, 300, 86_400
 #: Windows by name, in seconds.
 WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
 #: Buckets each shard keeps in ``series:m1`` / ``series:m5`` (push.lua's MINUTES_KEPT,
@@ -79,7 +79,7 @@ def width_of(window: str, domain: bool) -> int:
 
 def parse_counts(text: str) -> list[int]:
     """Nine comma-separated counts (as push.lua and the leader write them)."""
-    values = [int(value) for value in text.split(",")]
+    values = list(map(int, text.split(",")))
     if len(values) != len(COUNTERS):
         raise ValueError(f"expected {len(COUNTERS)} counts, got {text!r}")
     return values
@@ -87,6 +87,16 @@ def parse_counts(text: str) -> list[int]:
 
 def _buckets(first: int, width: int, sums: list[list[int]]) -> list[HistoryBucket]:
     return [HistoryBucket((first + index) * width, *row) for index, row in enumerate(sums)]
+
+
+def _buckets_sparse(
+    first: int, count: int, width: int, sums: dict[int, list[int]]
+) -> list[HistoryBucket]:
+    empty = [0] * len(COUNTERS)
+    return [
+        HistoryBucket(bucket * width, *sums.get(bucket, empty))
+        for bucket in range(first, first + count)
+    ]
 
 
 def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> list[HistoryBucket]:
@@ -139,33 +149,45 @@ def domain_history(
         client = engine.node_for(shard.base)
         current = int(server_time(client) // width)
         first = current - count + 1
+        days = range(first * FIVE // DAY, current * FIVE // DAY + 1)
+        swept_raw = client.get(shard.series_swept)
+        # closed buckets wait in `closed` only after the shard's last closing
+        swept = max(int(swept_raw) if swept_raw else first - 1, first - 1)
         with client.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(shard.domain_series(name), first, current)
-            pipe.hget(shard.series_base, name)
+            for day in days:
+                pipe.get(shard.domain_day(name, day))
+            pipe.hget(shard.series_base, shard.domain(name))
             pipe.hmget(shard.domain(name), list(COUNTERS))
-            pipe.hmget(shard.series_closed, [f"{b}|{name}" for b in range(first, current + 1)])
-            kept, based, live, closed = pipe.execute()
+            waiting = [f"{b}|{name}" for b in range(swept + 1, current + 1)]
+            if waiting:
+                pipe.hmget(shard.series_closed, waiting)
+            replies = pipe.execute()
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the history of {name}: {exc}") from exc
-    sums = [[0] * len(COUNTERS) for _ in range(count)]
+    kept, (based, live) = replies[: len(days)], replies[len(days) : len(days) + 2]
+    closed = replies[len(days) + 2] if waiting else []
+    sums: dict[int, list[int]] = {}
 
     def add(bucket: int, counts: list[int]) -> None:
         if first <= bucket <= current:
-            row = sums[bucket - first]
+            row = sums.setdefault(bucket, [0] * len(COUNTERS))
             for index, value in enumerate(counts):
                 row[index] += value
 
-    for member in kept:
-        bucket, text = str(member).split("|", 1)
-        add(int(bucket), parse_counts(text))
+    for day, text in zip(days, kept, strict=True):
+        start = day * (DAY // FIVE)
+        for record in str(text or "").split(";"):
+            if record:
+                offset, counts = record.split("|", 1)
+                add(start + int(offset), parse_counts(counts))
     for index, text in enumerate(closed):
         if text:
-            add(first + index, parse_counts(str(text)))
+            add(swept + 1 + index, parse_counts(str(text)))
     if based:
         bucket, text = str(based).split("|", 1)
         now = [int(value or 0) for value in live]
         add(int(bucket), [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)])
-    return _buckets(first, width, sums)
+    return _buckets_sparse(first, count, width, sums)
 
 
 def read_history(

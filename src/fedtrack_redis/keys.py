@@ -199,8 +199,9 @@ class ShardKeys:
 
     @cached_property
     def series_base(self) -> str:
-        """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
-        write in that 5-minute bucket (the bucket of its last write), until it is closed."""
+        """Hash: a domain's hash key (`domain`) → ``<bucket>|<nine counters>``: its
+        counters just before its first write in that 5-minute bucket (the bucket of its
+        last write), until it is closed."""
         return f"{self.base}:series:base"
 
     @cached_property
@@ -214,10 +215,11 @@ class ShardKeys:
         """String: the newest 5-minute bucket of the shard the leader has closed."""
         return f"{self.base}:series:swept"
 
-    def domain_series(self, domain: str) -> str:
-        """Sorted set: ``<bucket>|<nine counts>`` scored by the 5-minute bucket, the
-        domain's kept history (7 days)."""
-        return f"{self.base}:s:{domain}"
+    def domain_day(self, domain: str, day: int) -> str:
+        """String: the domain's kept 5-minute buckets of one UTC day (``day`` = unix
+        seconds // 86400), records ``<bucket of the day, 0-287>|<nine counts>;`` appended
+        by the flusher leader; expires 7 days after the day ends."""
+        return f"{self.base}:s:{domain}:{day}"
 
     def fixed(self) -> tuple[str, ...]:
         """Every key of the shard whose name does not depend on a domain or a worker."""

@@ -11,8 +11,9 @@ Domain buckets: once per 5-minute bucket per shard (``series:swept``), two passe
 the shard's ``series:base`` and ``series:closed`` (``HSCAN`` cursors over two keys, never
 the keyspace): the first ranks each finished bucket's domains by failures + deliveries
 across all shards, the second runs ``series_close.lua`` on pages of entries, which keeps
-the `TOP_DOMAINS` most active, the watched and the held (not healthy) ones in the
-domain's sorted set and drops the rest, removing each entry in the same call. The work
+the `TOP_DOMAINS` most active, the watched and the held (not healthy) ones (appended
+to the domain's string of that day, which expires 7 days after the day) and drops the
+rest, removing each entry in the same call. The work
 is O(domains active in the bucket) once per bucket, in calls of `PAGE` entries; a read
 never pays it.
 """
@@ -49,8 +50,9 @@ TOP_DOMAINS = 1_000
 GRACE = 5.0
 #: Entries per ``series_close.lua`` call (each reads and writes a few fields).
 PAGE = 200
-#: A domain's history lives this long after its newest kept bucket.
-DOMAIN_TTL = 7 * 86_400 + FIVE
+#: A day of a domain's kept buckets lives this long after the day ends.
+DAY_KEPT = 7 * 86_400
+DAY = 86_400
 # counters that make a bucket's activity: the three failures and the deliveries
 _ACTIVITY = (0, 1, 2, 6)
 
@@ -122,7 +124,7 @@ class SeriesCloser:
         """Close the finished 5-minute buckets of every shard not closed since its last
         bucket ended; the entries closed."""
         keys = self._keys
-        due: list[tuple[ShardKeys, int]] = []
+        due: list[tuple[ShardKeys, int, float]] = []
         clocks: dict[int, float] = {}
         swept_values = self._engine.per_shard(
             keys.shards, lambda pipe, shard: pipe.get(shard.series_swept)
@@ -131,13 +133,14 @@ class SeriesCloser:
             client = self._engine.node_for(shard.base)
             if id(client) not in clocks:
                 clocks[id(client)] = history.server_time(client)
-            open_bucket = int(clocks[id(client)] // FIVE)
+            now = clocks[id(client)]
+            open_bucket = int(now // FIVE)
             if swept is None or int(swept) < open_bucket - 1:
-                due.append((shard, open_bucket))
+                due.append((shard, open_bucket, now))
         if not due:
             return 0
         ranked: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for shard, open_bucket in due:
+        for shard, open_bucket, _now in due:
             for bucket, domain, activity in self._entries(shard, open_bucket, live=True):
                 heap = ranked[bucket]
                 if len(heap) < self._top:
@@ -149,9 +152,10 @@ class SeriesCloser:
             str(member) for member in self._engine.node_for(keys.watched).smembers(keys.watched)
         }
         closed = 0
-        for shard, open_bucket in due:
+        for shard, open_bucket, now in due:
             entries = [
                 f"{bucket}|{domain}|{int(domain in watching or domain in top.get(bucket, ()))}"
+                f"|{max(1, int((bucket * FIVE // DAY + 1) * DAY + DAY_KEPT - now))}"
                 for bucket, domain, _activity in self._entries(shard, open_bucket, live=False)
             ]
             for start in range(0, len(entries), PAGE):
@@ -168,14 +172,15 @@ class SeriesCloser:
         ``closed`` (an entry moved from one to the other meanwhile is met in ``closed``).
         The activity is computed only with `live` (it needs the live counters)."""
         client = self._engine.node_for(shard.base)
+        prefix = len(shard.domain(""))
         cursor: Any = 0
         while True:
             cursor, page = client.hscan(shard.series_base, cursor, count=PAGE)
             finished: list[tuple[int, str, str]] = []
-            for domain, value in cast(dict[str, str], page).items():
+            for hash_key, value in cast(dict[str, str], page).items():
                 number, _sep, text = str(value).partition("|")
                 if int(number) < open_bucket:
-                    finished.append((int(number), str(domain), text))
+                    finished.append((int(number), str(hash_key)[prefix:], text))
             if finished and live:
                 with client.pipeline(transaction=False) as pipe:
                     for _bucket, domain, _counts in finished:
@@ -204,9 +209,7 @@ class SeriesCloser:
     def _close_page(self, shard: ShardKeys, open_bucket: int, entries: list[str]) -> int:
         keys = [shard.series_base, shard.series_closed, shard.held]
         for entry in entries:
-            domain = entry.split("|")[1]
-            keys += [shard.domain(domain), shard.domain_series(domain)]
-        closed, _kept = self._scripts.run(
-            "series_close", keys, [open_bucket, FIVES_KEPT, DOMAIN_TTL, *entries]
-        )
+            bucket, domain, _rest = entry.split("|", 2)
+            keys += [shard.domain(domain), shard.domain_day(domain, int(bucket) * FIVE // DAY)]
+        closed, _kept = self._scripts.run("series_close", keys, [open_bucket, *entries])
         return int(closed)

@@ -1,0 +1,369 @@
+"""History series (docs/history.md): what they cost the push, what they hold in Redis, and
+how fast they are read.
+
+* push with series on vs off: one worker, the push section's typical rows, the same
+  process and minute, alternating rounds; "off" is push.lua with its series blocks cut
+  out (``-- series:begin`` … ``-- series:end``). Target: within 10 %. Also the push that
+  opens a new 5-minute bucket for every domain (each domain's base is recorded then),
+  with the push script's clock moved 5 minutes between rounds;
+* Redis memory of the series at 100,000 domains with the default caps: the open bucket
+  of 100,000 active domains (measured, pushed by a tracker), then a week of kept
+  buckets (the 1,000 most active domains x 2,016 buckets, and the full cluster hashes)
+  filled synthetically in the layout the leader writes, measured with MEMORY USAGE;
+* history request p99 at 1,000,000 domains (≤ 50 ms): the cluster's 1h / 24h / 7d and a
+  kept domain's 7d, on a namespace whose open bucket holds a million domains' bases
+  (filled synthetically, as the leader or push.lua would leave them), and the leader's
+  closing of that bucket (its longest call, the SLOWLOG).
+
+    .venv/bin/python -m benchmarks.bench_history [--quick]
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+
+from benchmarks.bench_tracker import mark_hydrated, record_interval
+from benchmarks.common import Env, delete_namespace, median, percentile, standalone_main
+from benchmarks.report import Report
+from fedtrack_redis import FederationTracker, history, scripts
+from fedtrack_redis.engine import RedisEngine
+from fedtrack_redis.history import FIVE, FIVES_KEPT, MINUTE, MINUTES_KEPT
+from fedtrack_redis.keys import NamespaceKeys
+from fedtrack_redis.reads import StatsReader
+from fedtrack_redis.scripts import Scripts
+from fedtrack_redis.series import TOP_DOMAINS, SeriesCloser
+
+SECTION = "history"
+_SERIES_BLOCK = re.compile(r"-- series:begin\n.*?-- series:end\n", re.DOTALL)
+_TIME = "local time = call('TIME')\n"
+
+
+@contextmanager
+def push_source(text: str) -> Iterator[None]:
+    """Trackers built inside run this push.lua text."""
+    real = scripts.lua_source
+    scripts.lua_source = lambda name: text if name == "push" else real(name)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        scripts.lua_source = real  # type: ignore[assignment]
+
+
+def series_off() -> str:
+    source = scripts.lua_source("push")
+    stripped = _SERIES_BLOCK.sub("", source)
+    assert stripped != source and "-- series:" not in stripped and "rebase" not in stripped
+    return stripped
+
+
+def with_clock(key: str) -> str:
+    source = scripts.lua_source("push")
+    return source.replace(
+        _TIME,
+        _TIME + f"local forced = call('GET', '{key}')\nif forced then time = {{forced, '0'}} end\n",
+    )
+
+
+def push_rate(tracker: FederationTracker, domains: list[str], rng: random.Random) -> float:
+    record_interval(tracker, domains, rng)
+    before = tracker.push_stats.fields
+    started = time.perf_counter()
+    tracker.push(timeout=120)
+    return (tracker.push_stats.fields - before) / (time.perf_counter() - started)
+
+
+def bench_push(env: Env, report: Report) -> None:
+    count = 5_000 if env.quick else 20_000
+    rounds = 3 if env.quick else 7
+    domains = [f"host{i}.example.net" for i in range(count)]
+    client = redis.Redis.from_url(env.redis_url, decode_responses=True)
+    namespaces = [env.namespace() for _ in range(3)]
+    clock_key = f"fedtrack-bench-clock:{namespaces[2]}"
+    client.set(clock_key, str(int(client.time()[0])))
+    trackers: dict[str, FederationTracker] = {}
+    rates: dict[str, list[float]] = {"on": [], "off": [], "boundary": []}
+    rng = random.Random(16)
+    try:
+        for namespace in namespaces:
+            mark_hydrated(client, namespace)
+        trackers["on"] = FederationTracker(
+            env.redis_url, namespace=namespaces[0], push_interval=3600
+        )
+        with push_source(series_off()):
+            trackers["off"] = FederationTracker(
+                env.redis_url, namespace=namespaces[1], push_interval=3600
+            )
+        with push_source(with_clock(clock_key)):
+            trackers["boundary"] = FederationTracker(
+                env.redis_url, namespace=namespaces[2], push_interval=3600
+            )
+        for tracker in trackers.values():  # warm-up: creates the hashes
+            push_rate(tracker, domains, rng)
+        for _ in range(rounds):
+            for label, tracker in trackers.items():
+                if label == "boundary":
+                    client.incrby(clock_key, FIVE)  # every domain opens a new bucket
+                rates[label].append(push_rate(tracker, domains, rng))
+    finally:
+        for tracker in trackers.values():
+            tracker.close()
+        for namespace in namespaces:
+            delete_namespace(namespace, env.redis_url)
+        client.delete(clock_key)
+        client.close()
+    on, off, boundary = (median(rates[k]) for k in ("on", "off", "boundary"))
+    cost = (off - on) / off * 100
+    shown = {k: ", ".join(f"{r:,.0f}" for r in v) for k, v in rates.items()}
+    report.figure(
+        SECTION,
+        "push cost of the series (on vs off)",
+        cost,
+        "%",
+        target=("<=", 10),
+        baseline=f"series off {off:,.0f} field updates/s",
+        note=(
+            f"one worker, {count:,} domains of typical rows per push, medians of {rounds}"
+            f" alternating rounds in one process: on {on:,.0f}/s ({shown['on']}), off"
+            f" {off:,.0f}/s ({shown['off']})."
+        ),
+    )
+    report.figure(
+        SECTION,
+        "push that opens a 5-minute bucket for every domain",
+        boundary,
+        "field updates/s",
+        baseline=f"series on, same bucket {on:,.0f}/s",
+        note=(
+            f"{(off - boundary) / off * 100:.0f} % below off ({shown['boundary']}): each domain's"
+            " first push of a bucket records its base (one HMGET and one or two HSET); with"
+            " a push a second that is one push in 300, so it moves the average by"
+            f" {(off - boundary) / off * 100 / 300:.2f} %."
+        ),
+    )
+    report.series["history_push"] = rates
+
+
+def _counts(rng: random.Random) -> str:
+    ok = rng.randint(1, 400)
+    fail = rng.randint(0, 30)
+    return f"{fail},0,{rng.randint(0, 5)},0,{ok},0,{ok},{rng.randint(0, 50)},{ok * 180}"
+
+
+def fill_week(client: redis.Redis, keys: NamespaceKeys, now: float, domains: list[str]) -> None:
+    """A week of kept history as the leader writes it: `domains` with one member per
+    5-minute bucket, the cluster hashes full, each shard's recent buckets full."""
+    rng = random.Random(7)
+    five, minute = int(now // FIVE), int(now // MINUTE)
+    with client.pipeline(transaction=False) as pipe:
+        for domain in domains:
+            series = keys.shard_for(domain).domain_series(domain)
+            mapping = {f"{b}|{_counts(rng)}": b for b in range(five - FIVES_KEPT, five)}
+            pipe.zadd(series, mapping)  # type: ignore[arg-type]
+            pipe.expire(series, 7 * 86_400)
+        pipe.execute()
+        pipe.hset(
+            keys.history_minutes,
+            mapping={str(m): _counts(rng) for m in range(minute - MINUTES_KEPT, minute)},
+        )
+        pipe.hset(keys.history_minutes, "upto", str(minute - 1))
+        pipe.hset(
+            keys.history_fives,
+            mapping={str(b): _counts(rng) for b in range(five - FIVES_KEPT, five)},
+        )
+        pipe.hset(keys.history_fives, "upto", str(five - 1))
+        for shard in keys.shards:
+            pipe.hset(
+                shard.series_minutes,
+                mapping={
+                    f"{m}:{f}": rng.randint(1, 999)
+                    for m in range(minute - 180, minute + 1)
+                    for f in range(1, 10)
+                },
+            )
+            pipe.hset(shard.series_minutes, "last", str(minute))
+            pipe.hset(
+                shard.series_fives,
+                mapping={
+                    f"{b}:{f}": rng.randint(1, 9999)
+                    for b in range(five - 36, five + 1)
+                    for f in range(1, 10)
+                },
+            )
+            pipe.hset(shard.series_fives, "last", str(five))
+        pipe.execute()
+
+
+def series_memory(client: redis.Redis, keys: NamespaceKeys, domains: list[str]) -> dict[str, int]:
+    """MEMORY USAGE (every element sampled) of the series keys, by kind."""
+    sizes = {"open bucket": 0, "kept domains": 0, "cluster": 0}
+
+    def usage(key: str) -> int:
+        return int(client.memory_usage(key, samples=0) or 0)
+
+    for shard in keys.shards:
+        sizes["open bucket"] += usage(shard.series_base) + usage(shard.series_closed)
+        sizes["cluster"] += usage(shard.series_minutes) + usage(shard.series_fives)
+    sizes["cluster"] += usage(keys.history_minutes) + usage(keys.history_fives)
+    sizes["kept domains"] = sum(usage(keys.shard_for(d).domain_series(d)) for d in domains)
+    return sizes
+
+
+def bench_memory(env: Env, report: Report) -> None:
+    count = 10_000 if env.quick else 100_000
+    client = redis.Redis.from_url(env.redis_url, decode_responses=True)
+    namespace = env.namespace()
+    keys = NamespaceKeys(namespace)
+    mark_hydrated(client, namespace)
+    tracker = FederationTracker(env.redis_url, namespace=namespace, push_interval=3600)
+    domains = [f"mail{i}.host{i % 9973}.example{i % 13}.org" for i in range(count)]
+    try:
+        for start in range(0, count, 50_000):
+            for domain in domains[start : start + 50_000]:
+                tracker.record_success(domain, 120, "HTTPS")
+            tracker.push(timeout=600)
+        now = history.server_time(client)
+        top = domains[:TOP_DOMAINS]
+        fill_week(client, keys, now, top)
+        sizes = series_memory(client, keys, top)
+    finally:
+        tracker.close()
+        delete_namespace(namespace, env.redis_url)
+        client.close()
+    total = sum(sizes.values())
+    churn = sizes["kept domains"] / (TOP_DOMAINS * FIVES_KEPT)
+    report.figure(
+        SECTION,
+        f"Redis memory of the series, {count:,} domains, default caps",
+        total / 1e6,
+        "MB",
+        note=(
+            f"open 5-minute bucket of {count:,} active domains (their bases)"
+            f" {sizes['open bucket'] / 1e6:.1f} MB ({sizes['open bucket'] / count:.0f} B per"
+            f" active domain); a week of the {TOP_DOMAINS:,} most active domains"
+            f" ({FIVES_KEPT:,} buckets each) {sizes['kept domains'] / 1e6:.1f} MB"
+            f" ({churn:.0f} B per kept bucket); cluster series (48 h of minutes, 7 d of"
+            f" 5 minutes, the shards' last 3 h) {sizes['cluster'] / 1e6:.1f} MB. Bounded by the"
+            " caps, not by the history: a top list that changed completely every bucket"
+            " would keep at most 2,016,000 single-bucket sets (a few hundred MB)."
+        ),
+    )
+    report.series["history_memory"] = sizes  # type: ignore[assignment]
+
+
+def fill_open_bucket(client: redis.Redis, keys: NamespaceKeys, now: float, count: int) -> None:
+    """`count` domains' bases in the open bucket, as push.lua leaves them."""
+    five = int(now // FIVE)
+    batch = 20_000
+    for start in range(0, count, batch):
+        with client.pipeline(transaction=False) as pipe:
+            per_shard: dict[str, dict[str, str]] = {}
+            for index in range(start, min(count, start + batch)):
+                domain = f"mail{index}.host{index % 9973}.example{index % 13}.org"
+                per_shard.setdefault(keys.shard_for(domain).series_base, {})[domain] = (
+                    f"{five}|0,0,0,0,{index % 97},0,{index % 97},0,{index * 3}"
+                )
+            for key, mapping in per_shard.items():
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.execute()
+
+
+def timed_p99(action: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return percentile(samples, 99)
+
+
+def bench_requests(env: Env, report: Report) -> None:
+    count = 20_000 if env.quick else 1_000_000
+    rounds = 30 if env.quick else 200
+    client = redis.Redis.from_url(env.redis_url, decode_responses=True)
+    namespace = env.namespace()
+    keys = NamespaceKeys(namespace)
+    reader = StatsReader(env.redis_url, namespace=namespace)
+    figures: dict[str, float] = {}
+    try:
+        now = history.server_time(client)
+        top = [f"mail{i}.host{i % 9973}.example{i % 13}.org" for i in range(TOP_DOMAINS)]
+        fill_week(client, keys, now, top)
+        fill_open_bucket(client, keys, now, count)
+        client.config_set("slowlog-log-slower-than", 10_000)
+        client.slowlog_reset()
+        for window in ("1h", "24h", "7d"):
+            figures[f"cluster {window}"] = timed_p99(
+                lambda w=window: reader.history(None, w), rounds
+            )  # type: ignore[misc]
+        figures["domain 7d"] = timed_p99(lambda: reader.history(top[7], "7d"), rounds)
+        figures["domain 1h"] = timed_p99(lambda: reader.history(top[8], "1h"), rounds)
+        # the leader closes the million domains' bucket, in calls of 200 entries
+        engine = RedisEngine.open(env.redis_url)
+        closer = SeriesCloser(engine, Scripts(engine), keys)
+        real = history.server_time
+        history.server_time = lambda _client: now + FIVE  # type: ignore[assignment]
+        try:
+            started = time.perf_counter()
+            closed = closer.sweep()
+            figures["close_s"] = time.perf_counter() - started
+        finally:
+            history.server_time = real  # type: ignore[assignment]
+            engine.close()
+        report.check(
+            SECTION, f"closing met every open entry ({count:,})", closed == count, f"{closed:,}"
+        )
+        slow = list(client.slowlog_get(1000))
+        figures["slow_calls"] = len(slow)
+        figures["slowest_ms"] = max((e["duration"] / 1000 for e in slow), default=0.0)
+    finally:
+        reader.close()
+        delete_namespace(namespace, env.redis_url)
+        client.close()
+    worst = max(figures[k] for k in figures if k.startswith(("cluster", "domain")))
+    report.figure(
+        SECTION,
+        f"history request p99, {count:,} domains",
+        worst,
+        "ms",
+        target=("<=", 50),
+        note=(
+            ", ".join(
+                f"{k} {v:.1f} ms" for k, v in figures.items() if k.startswith(("cluster", "domain"))
+            )
+            + f" (p99 of {rounds} reads each, through StatsReader, as the API reads); the week"
+            " fully kept, the open bucket holding every domain."
+        ),
+    )
+    report.figure(
+        SECTION,
+        f"closing a bucket of {count:,} active domains (leader, background)",
+        figures["close_s"],
+        "s",
+        note=(
+            f"once per 5 minutes; {figures['slow_calls']:.0f} calls over 10 ms in the SLOWLOG"
+            f" through reads and closing (slowest {figures['slowest_ms']:.1f} ms)"
+        ),
+    )
+    report.check(
+        SECTION,
+        "no call over 10 ms (SLOWLOG)",
+        figures["slow_calls"] == 0,
+        f"{figures['slowest_ms']:.1f} ms",
+    )
+    report.series["history_requests"] = figures  # type: ignore[assignment]
+
+
+def run(env: Env, report: Report) -> None:
+    bench_push(env, report)
+    bench_memory(env, report)
+    bench_requests(env, report)
+
+
+if __name__ == "__main__":
+    standalone_main(__doc__, run, "small sizes, seconds")

@@ -28,6 +28,7 @@ from benchmarks import (
     bench_cluster,
     bench_engines,
     bench_flusher,
+    bench_history,
     bench_policy,
     bench_propagation,
     bench_rules,
@@ -59,6 +60,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "flusher": bench_flusher.run,
     "rules": rules,
     "engines": bench_engines.run,
+    "history": bench_history.run,
 }
 
 

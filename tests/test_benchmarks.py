@@ -52,6 +52,7 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         "memory",
         "rules",
         "engines",
+        "history",
     }
     assert "Summary against the targets" in (tmp_path / "RESULTS.md").read_text()
     assert (published.read_bytes() if published.exists() else None) == before

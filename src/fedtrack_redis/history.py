@@ -19,7 +19,7 @@ reads its own keys on its shard. Nothing here scans.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -44,7 +44,7 @@ SHARD_MINUTES_KEPT, SHARD_FIVES_KEPT = 180, 36
 MINUTES_KEPT, FIVES_KEPT = 2_880, 2_016
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HistoryBucket:
     """One bucket of a series: `start` (unix seconds, a multiple of the width) and the
     nine event counters summed over it."""
@@ -61,7 +61,19 @@ class HistoryBucket:
     total_latency_ms: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The JSON shape of the API (``start`` then the nine counters)."""
+        return {
+            "start": self.start,
+            "failed_http": self.failed_http,
+            "failed_https": self.failed_https,
+            "failed_smtp": self.failed_smtp,
+            "success_http": self.success_http,
+            "success_https": self.success_https,
+            "success_smtp": self.success_smtp,
+            "successful_deliveries": self.successful_deliveries,
+            "inbound_deliveries": self.inbound_deliveries,
+            "total_latency_ms": self.total_latency_ms,
+        }
 
 
 def server_time(client: Any) -> float:
@@ -179,14 +191,21 @@ def domain_history(
         for record in str(text or "").split(";"):
             if record:
                 offset, counts = record.split("|", 1)
-                add(start + int(offset), parse_counts(counts))
+                bucket = start + int(offset)
+                if first <= bucket <= current:
+                    values = parse_counts(counts)
+                    row = sums.get(bucket)
+                    if row is None:
+                        sums[bucket] = values
+                    else:
+                        sums[bucket] = [a + b for a, b in zip(row, values, strict=True)]
     for index, text in enumerate(closed):
         if text:
             add(swept + 1 + index, parse_counts(str(text)))
     if based:
-        bucket, text = str(based).split("|", 1)
+        number, text = str(based).split("|", 1)
         now = [int(value or 0) for value in live]
-        add(int(bucket), [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)])
+        add(int(number), [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)])
     return _buckets_sparse(first, count, width, sums)
 
 

@@ -1,5 +1,5 @@
 """History routes of the admin API: the cluster's and one domain's series (docs/history.md)
-and the operators' watch list. Every read costs O(buckets), never O(domains) (§9)."""
+and the operators' watch list. Every read costs O(buckets), never O(domains)."""
 
 from __future__ import annotations
 

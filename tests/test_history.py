@@ -235,3 +235,31 @@ def test_the_flusher_leader_closes_the_buckets(
     assert str(client.get(shard.domain_day("f.example", day))).count(";") == 1
     assert sums(tracker.history("f.example", "1h")) == {"failed_https": 1}
     assert sums(tracker.history(window="24h")) == {"failed_https": 1}
+
+
+def test_a_reader_keeps_what_it_read_and_notices_a_lost_history(
+    make_tracker: MakeTracker,
+    clock: Clock,
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+) -> None:
+    tracker = make_tracker()
+    keys = NamespaceKeys(namespace)
+    tracker.record_failure("c.example", "HTTP")
+    tracker.push()
+    clock.advance(FIVE)
+    closer(redis_url, namespace).close()
+    tracker.record_failure("c.example", "HTTP")
+    tracker.push()
+    for window in ("1h", "24h", "7d", "1h"):  # read twice: the second from what it kept
+        assert sums(tracker.history(window=window)) == {"failed_http": 2}
+    clock.advance(MINUTE)
+    closer(redis_url, namespace).close()
+    assert sums(tracker.history(window="1h")) == {"failed_http": 2}
+    for key in (keys.history_minutes, keys.history_fives):  # Redis lost the history
+        redis_client.delete(key)
+    for shard in keys.shards:
+        redis_client.delete(shard.series_minutes, shard.series_fives)
+    assert sums(tracker.history(window="1h")) == {}
+    assert sums(tracker.history(window="7d")) == {}

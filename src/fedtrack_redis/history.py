@@ -19,6 +19,8 @@ reads its own keys on its shard. Nothing here scans.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,27 +113,66 @@ def _buckets_sparse(
     ]
 
 
+@dataclass
+class _Settled:
+    """What one process already read of a namespace hash: every bucket from `low` to
+    `upto` (the leader never changes a bucket it added; absent = all zero)."""
+
+    low: int
+    upto: int
+    rows: dict[int, list[int]]
+
+
+#: Per engine and namespace hash: the settled buckets already read, so a dashboard that
+#: polls a 7-day series reads only the buckets added since its last poll.
+_settled: weakref.WeakKeyDictionary[RedisEngine, dict[str, _Settled]] = weakref.WeakKeyDictionary()
+_settled_lock = threading.Lock()
+
+
+def _flat_rows(texts: list[str]) -> list[list[int]]:
+    """Rows of nine counts from their comma-separated texts, parsed in one pass."""
+    if not texts:
+        return []
+    values = list(map(int, ",".join(texts).split(",")))
+    width = len(COUNTERS)
+    if len(values) != width * len(texts):
+        raise ValueError("malformed history bucket")
+    return [values[i : i + width] for i in range(0, len(values), width)]
+
+
 def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> list[HistoryBucket]:
     """The cluster's series over `window`, oldest first, ending with the open bucket."""
     width = width_of(window, domain=False)
     count = WINDOWS[window] // width
     if width == MINUTE:
         compact, kept, field = keys.history_minutes, SHARD_MINUTES_KEPT, "series_minutes"
+        total = MINUTES_KEPT
     else:
         compact, kept, field = keys.history_fives, SHARD_FIVES_KEPT, "series_fives"
+        total = FIVES_KEPT
     try:
         client = engine.node_for(compact)
         current = int(server_time(client) // width)
         first = current - count + 1
-        names = [str(bucket) for bucket in range(first, current + 1)]
-        upto_raw, *stored = client.hmget(compact, ["upto", *names])
-        upto = int(upto_raw) if upto_raw else first - 1
-        sums = [[0] * len(COUNTERS) for _ in names]
-        for index, text in enumerate(stored):
-            if text and first + index <= upto:
-                sums[index] = parse_counts(str(text))
+        with _settled_lock:
+            cached = _settled.get(engine, {}).get(compact)
+        settled = _read_settled(client, compact, first, current, cached)
+        if settled is None:  # the hash went back (Redis lost it): read it afresh
+            settled = _read_settled(client, compact, first, current, None)
+        if settled is not None:
+            for bucket in [b for b in settled.rows if b < current - total]:
+                del settled.rows[bucket]
+            settled.low = max(settled.low, current - total)
+            with _settled_lock:
+                _settled.setdefault(engine, {})[compact] = settled
+        upto = settled.upto if settled is not None else first - 1
+        empty = [0] * len(COUNTERS)
+        sums = [
+            list(settled.rows.get(bucket, empty)) if settled and bucket <= upto else list(empty)
+            for bucket in range(first, current + 1)
+        ]
         # buckets the leader has not added yet: straight from the shards
-        rest = [b for b in range(max(upto + 1, current - kept + 1, first), current + 1)]
+        rest = list(range(max(upto + 1, current - kept + 1, first), current + 1))
         if rest:
             fields = [f"{bucket}:{f}" for bucket in rest for f in range(1, len(COUNTERS) + 1)]
 
@@ -146,6 +187,32 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the cluster history: {exc}") from exc
     return _buckets(first, width, sums)
+
+
+def _read_settled(
+    client: Any, compact: str, first: int, current: int, cached: _Settled | None
+) -> _Settled | None:
+    """The settled buckets covering `first`..`upto`, reading only what `cached` lacks;
+    None when the hash holds less than `cached` (it was lost meanwhile)."""
+    if cached is None:
+        need = list(range(first, current + 1))
+    else:
+        need = [*range(first, min(cached.low, current + 1)), *range(cached.upto + 1, current + 1)]
+    upto_raw, *stored = client.hmget(compact, ["upto", *map(str, need)])
+    upto = int(upto_raw) if upto_raw else None
+    if cached is not None and (upto is None or upto < cached.upto):
+        with _settled_lock:
+            _settled.clear()
+        return None
+    if upto is None or upto < first:
+        return cached
+    found = [(b, str(text)) for b, text in zip(need, stored, strict=True) if text and b <= upto]
+    rows = dict(zip([b for b, _ in found], _flat_rows([t for _, t in found]), strict=True))
+    if cached is None:
+        return _Settled(first, upto, rows)
+    merged = dict(cached.rows)
+    merged.update(rows)
+    return _Settled(min(cached.low, first), upto, merged)
 
 
 def domain_history(
@@ -186,19 +253,23 @@ def domain_history(
             for index, value in enumerate(counts):
                 row[index] += value
 
+    step = len(COUNTERS) + 1
     for day, text in zip(days, kept, strict=True):
+        if not text:
+            continue
         start = day * (DAY // FIVE)
-        for record in str(text or "").split(";"):
-            if record:
-                offset, counts = record.split("|", 1)
-                bucket = start + int(offset)
-                if first <= bucket <= current:
-                    values = parse_counts(counts)
-                    row = sums.get(bucket)
-                    if row is None:
-                        sums[bucket] = values
-                    else:
-                        sums[bucket] = [a + b for a, b in zip(row, values, strict=True)]
+        flat = str(text).rstrip(";").replace("|", ",").replace(";", ",").split(",")
+        values = list(map(int, flat))
+        if len(values) % step:
+            raise BackendUnavailableError(f"malformed history of {name} (day {day})")
+        for at in range(0, len(values), step):
+            bucket = start + values[at]
+            if first <= bucket <= current:
+                counts = values[at + 1 : at + step]
+                row = sums.get(bucket)
+                sums[bucket] = (
+                    counts if row is None else [a + b for a, b in zip(row, counts, strict=True)]
+                )
     for index, text in enumerate(closed):
         if text:
             add(swept + 1 + index, parse_counts(str(text)))

@@ -220,6 +220,7 @@ def fill_week(client: redis.Redis, keys: NamespaceKeys, now: float, domains: lis
                 },
             )
             pipe.hset(shard.series_fives, "last", str(five))
+            pipe.set(shard.series_swept, str(five - 1))  # closed up to the open bucket
         pipe.execute()
 
 
@@ -296,7 +297,7 @@ def fill_open_bucket(client: redis.Redis, keys: NamespaceKeys, now: float, count
             for index in range(start, min(count, start + batch)):
                 domain = f"mail{index}.host{index % 9973}.example{index % 13}.org"
                 shard = keys.shard_for(domain)
-                per_shard.setdefault(shard.series_base, {})[shard.domain(domain)] = (
+                per_shard.setdefault(shard.series_base, {})[domain] = (
                     f"{five}|0,0,0,0,{index % 97},0,{index % 97},0,{index * 3}"
                 )
             for key, mapping in per_shard.items():

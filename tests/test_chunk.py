@@ -84,13 +84,14 @@ def test_seal_encodes_one_line_per_domain() -> None:
         shard.lease("worker-1"),
     )
     assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
-    assert chunk.keys[11:15] == (
+    assert chunk.keys[11:16] == (
         shard.series_minutes,
         shard.series_fives,
         shard.series_base,
         shard.series_closed,
+        shard.series_seen,
     )
-    assert chunk.keys[15:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.keys[16:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [
         "a.example||1,0,0,2,0,0,3,1,11|5:2",

@@ -14,12 +14,13 @@
 -- KEYS[12]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
 -- KEYS[13]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
--- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash <the domain's hash key> ->
---                                                         "<bucket>|<nine counters>" before its
---                                                         first write in that 5-min bucket
+-- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
+--                                                         before its first write in that 5-min bucket
 -- KEYS[15]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
 --                                                         in that finished 5-min bucket
--- KEYS[15+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[16]   seen      fedtrack:{<ns>:<SS>}:series:seen      set of the hash keys of the domains based
+--                                                         in the shard's current 5-min bucket
+-- KEYS[16+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
@@ -27,7 +28,7 @@
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
 -- ARGV[5]    the chunk's domains, one line per domain i,
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>"
---            (line i goes with KEYS[15+i]):
+--            (line i goes with KEYS[16+i]):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
 --              the difference with the lease hash is applied to queued_messages (never < 0)
@@ -64,7 +65,8 @@
 -- trimmed when a new bucket opens); a domain's first write in a 5-minute bucket records
 -- its counters before the write in `base` (and, when `base` held an older bucket, that
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- one HMGET per chunk, a few calls per domain and bucket, nothing per event. Both are
+-- one SMISMEMBER of `seen` per chunk, a few calls per domain and bucket, nothing per
+-- event. Both are
 -- written inside the at-most-once apply, so every series sum is exact.
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms,
@@ -98,7 +100,7 @@ if last and (#last > #given or (#last == #given and last >= given)) then
 end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
-local FIXED = 15
+local FIXED = 16
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -119,22 +121,28 @@ local MINUTES_KEPT, FIVES_KEPT = 180, 36
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
--- `base` is keyed by the domain's hash key: the chunk's KEYS are its fields, so one
--- HMGET per chunk finds which domains write for the first time in this bucket
-local bases = {}
-if #KEYS > FIXED then
-  bases = call('HMGET', KEYS[14], unpack(KEYS, FIXED + 1))
+-- `seen` holds the hash keys of the domains already based in the shard's current 5-min
+-- bucket (emptied when the bucket changes): one SMISMEMBER of the chunk's own KEYS finds
+-- the domains writing for the first time in this bucket
+if five > tonumber(call('HGET', KEYS[13], 'last') or '0') then
+  call('UNLINK', KEYS[16])
 end
+local seen = {}
+if #KEYS > FIXED then
+  seen = call('SMISMEMBER', KEYS[16], unpack(KEYS, FIXED + 1))
+end
+local newly = {}
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 -- the domain's counters now (before this chunk's write) become its base in this bucket;
 -- an older base closes that bucket's counts for the leader to keep or drop
-local function rebase(key, domain, old)
+local function rebase(key, domain)
+  local old = call('HGET', KEYS[14], domain)
   local now_values = call('HMGET', key, unpack(COUNTED))
   for f = 1, 9 do
     now_values[f] = now_values[f] or '0'
   end
-  if old then
+  if old and string.find(old, fprefix, 1, true) ~= 1 then
     local bucket, values = string.match(old, '^(%d+)|(.*)$')
     local counts, f, any = {}, 0, false
     for value in string.gmatch(values, '%d+') do
@@ -152,7 +160,10 @@ local function rebase(key, domain, old)
       call('HSET', KEYS[15], bucket .. '|' .. domain, table.concat(counts, ','))
     end
   end
-  call('HSET', KEYS[14], key, fprefix .. table.concat(now_values, ','))
+  if not old or string.find(old, fprefix, 1, true) ~= 1 then
+    call('HSET', KEYS[14], domain, fprefix .. table.concat(now_values, ','))
+  end
+  newly[#newly + 1] = key
 end
 -- a new bucket in a shard series trims the buckets that fell out of what it keeps
 local function trim(key, bucket, kept)
@@ -201,9 +212,8 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram in string.gmat
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
   -- series:begin
-  local based = bases[i - FIXED]
-  if not based or string.find(based, fprefix, 1, true) ~= 1 then
-    rebase(key, domain, based)
+  if seen[i - FIXED] == 0 then
+    rebase(key, domain)
   end
   -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
@@ -272,6 +282,9 @@ for bucket, count in pairs(buckets) do
   call('HINCRBY', KEYS[11], 'h' .. bucket, count)
 end
 -- series:begin
+if #newly > 0 then
+  call('SADD', KEYS[16], unpack(newly))
+end
 trim(KEYS[12], minute, MINUTES_KEPT)
 trim(KEYS[13], five, FIVES_KEPT)
 local mprefix, vprefix = string.format('%d:', minute), string.format('%d:', five)

@@ -1,6 +1,6 @@
 -- series_close.lua: keep or drop finished 5-minute buckets of some domains of one shard.
 --
--- KEYS[1]       base    fedtrack:{<ns>:<SS>}:series:base     hash <domain hash key> -> "<bucket>|<counters>"
+-- KEYS[1]       base    fedtrack:{<ns>:<SS>}:series:base     hash domain -> "<bucket>|<nine counters>"
 -- KEYS[2]       closed  fedtrack:{<ns>:<SS>}:series:closed   hash "<bucket>|<domain>" -> nine counts
 -- KEYS[3]       held    fedtrack:{<ns>:<SS>}:held            zset of the shard's domains not healthy
 -- KEYS[2+2j]    the hash  fedtrack:{<ns>:<SS>}:d:<domain j>        of entry j (ARGV[1+j])
@@ -30,7 +30,7 @@ for j = 1, #ARGV - 1 do
   if bucket and tonumber(bucket) < open then
     local hash, day = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     local counts = nil
-    local based = call('HGET', KEYS[1], hash)
+    local based = call('HGET', KEYS[1], domain)
     if based and string.find(based, bucket .. '|', 1, true) == 1 then
       local live = call('HMGET', hash, unpack(COUNTED))
       local values, f, any = {}, 0, false
@@ -45,7 +45,7 @@ for j = 1, #ARGV - 1 do
         end
         values[f] = string.format('%d', count)
       end
-      call('HDEL', KEYS[1], hash)
+      call('HDEL', KEYS[1], domain)
       closed = closed + 1
       if any then
         counts = table.concat(values, ',')

@@ -128,6 +128,7 @@ def seal(
         shard.series_fives,
         shard.series_base,
         shard.series_closed,
+        shard.series_seen,
     ]
     lines: list[str] = []
     leased: list[str] = []

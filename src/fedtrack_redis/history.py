@@ -235,7 +235,7 @@ def domain_history(
         with client.pipeline(transaction=False) as pipe:
             for day in days:
                 pipe.get(shard.domain_day(name, day))
-            pipe.hget(shard.series_base, shard.domain(name))
+            pipe.hget(shard.series_base, name)
             pipe.hmget(shard.domain(name), list(COUNTERS))
             waiting = [f"{b}|{name}" for b in range(swept + 1, current + 1)]
             if waiting:

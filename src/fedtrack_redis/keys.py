@@ -199,10 +199,15 @@ class ShardKeys:
 
     @cached_property
     def series_base(self) -> str:
-        """Hash: a domain's hash key (`domain`) → ``<bucket>|<nine counters>``: its
-        counters just before its first write in that 5-minute bucket (the bucket of its
-        last write), until it is closed."""
+        """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
+        write in that 5-minute bucket (the bucket of its last write), until it is closed."""
         return f"{self.base}:series:base"
+
+    @cached_property
+    def series_seen(self) -> str:
+        """Set: the hash keys (`domain`) of the domains already based in the shard's
+        current 5-minute bucket (emptied by the first push of the next bucket)."""
+        return f"{self.base}:series:seen"
 
     @cached_property
     def series_closed(self) -> str:
@@ -245,6 +250,7 @@ class ShardKeys:
             self.series_fives,
             self.series_base,
             self.series_closed,
+            self.series_seen,
             self.series_swept,
         )
 

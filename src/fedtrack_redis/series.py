@@ -49,7 +49,7 @@ TOP_DOMAINS = 1_000
 #: clock difference between the nodes of a Cluster this tolerates.
 GRACE = 5.0
 #: Entries per ``series_close.lua`` call (each reads and writes a few fields).
-PAGE = 200
+PAGE = 64
 #: A day of a domain's kept buckets lives this long after the day ends.
 DAY_KEPT = 7 * 86_400
 DAY = 86_400
@@ -172,15 +172,14 @@ class SeriesCloser:
         ``closed`` (an entry moved from one to the other meanwhile is met in ``closed``).
         The activity is computed only with `live` (it needs the live counters)."""
         client = self._engine.node_for(shard.base)
-        prefix = len(shard.domain(""))
         cursor: Any = 0
         while True:
             cursor, page = client.hscan(shard.series_base, cursor, count=PAGE)
             finished: list[tuple[int, str, str]] = []
-            for hash_key, value in cast(dict[str, str], page).items():
+            for domain, value in cast(dict[str, str], page).items():
                 number, _sep, text = str(value).partition("|")
                 if int(number) < open_bucket:
-                    finished.append((int(number), str(hash_key)[prefix:], text))
+                    finished.append((int(number), str(domain), text))
             if finished and live:
                 with client.pipeline(transaction=False) as pipe:
                     for _bucket, domain, _counts in finished:

@@ -140,7 +140,12 @@ class SeriesCloser:
         if not due:
             return 0
         ranked: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for shard, open_bucket, _now in due:
+        sizes = self._engine.per_shard(
+            [shard for shard, _open, _now in due],
+            lambda pipe, shard: (pipe.hlen(shard.series_base), pipe.hlen(shard.series_closed)),
+        )
+        everyone = sum(base + waiting for base, waiting in sizes) <= self._top
+        for shard, open_bucket, _now in [] if everyone else due:  # else no need to rank
             for bucket, domain, activity in self._entries(shard, open_bucket, live=True):
                 heap = ranked[bucket]
                 if len(heap) < self._top:
@@ -154,7 +159,8 @@ class SeriesCloser:
         closed = 0
         for shard, open_bucket, now in due:
             entries = [
-                f"{bucket}|{domain}|{int(domain in watching or domain in top.get(bucket, ()))}"
+                f"{bucket}|{domain}|"
+                f"{int(everyone or domain in watching or domain in top.get(bucket, ()))}"
                 f"|{max(1, int((bucket * FIVE // DAY + 1) * DAY + DAY_KEPT - now))}"
                 for bucket, domain, _activity in self._entries(shard, open_bucket, live=False)
             ]

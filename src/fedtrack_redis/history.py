@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ SHARD_MINUTES_KEPT, SHARD_FIVES_KEPT = 180, 36
 MINUTES_KEPT, FIVES_KEPT = 2_880, 2_016
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class HistoryBucket:
     """One bucket of a series: `start` (unix seconds, a multiple of the width) and the
     nine event counters summed over it."""
@@ -99,34 +100,30 @@ def parse_counts(text: str) -> list[int]:
     return values
 
 
-def _buckets(first: int, width: int, sums: list[list[int]]) -> list[HistoryBucket]:
-    return [HistoryBucket((first + index) * width, *row) for index, row in enumerate(sums)]
-
-
-def _buckets_sparse(
-    first: int, count: int, width: int, sums: dict[int, list[int]]
-) -> list[HistoryBucket]:
-    empty = [0] * len(COUNTERS)
-    return [
-        HistoryBucket(bucket * width, *sums.get(bucket, empty))
-        for bucket in range(first, first + count)
-    ]
+def _bucket(start: int, counts: list[int]) -> HistoryBucket:
+    return HistoryBucket(start, *counts)
 
 
 @dataclass
 class _Settled:
-    """What one process already read of a namespace hash: every bucket from `low` to
-    `upto` (the leader never changes a bucket it added; absent = all zero)."""
+    """What one process already read of a namespace hash: the buckets from `low` to
+    `upto`, every one (zeros too), as built once: the leader never changes a bucket it
+    added, so a poll reads only the buckets added since."""
 
     low: int
     upto: int
-    rows: dict[int, list[int]]
+    buckets: dict[int, HistoryBucket]
 
 
-#: Per engine and namespace hash: the settled buckets already read, so a dashboard that
-#: polls a 7-day series reads only the buckets added since its last poll.
+#: Per engine: namespace hash → its settled buckets already read; day string of a
+#: domain → (its length, its records by bucket) (append-only: a poll reads the tail).
 _settled: weakref.WeakKeyDictionary[RedisEngine, dict[str, _Settled]] = weakref.WeakKeyDictionary()
-_settled_lock = threading.Lock()
+_days: weakref.WeakKeyDictionary[
+    RedisEngine, OrderedDict[str, tuple[int, dict[int, HistoryBucket]]]
+] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+#: Day strings remembered per engine (8 per domain for a 7-day window).
+DAYS_CACHED = 256
 
 
 def _flat_rows(texts: list[str]) -> list[list[int]]:
@@ -154,25 +151,24 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
         client = engine.node_for(compact)
         current = int(server_time(client) // width)
         first = current - count + 1
-        with _settled_lock:
+        with _cache_lock:
             cached = _settled.get(engine, {}).get(compact)
-        settled = _read_settled(client, compact, first, current, cached)
+        settled = _read_settled(client, compact, first, current, width, cached)
         if settled is None:  # the hash went back (Redis lost it): read it afresh
-            settled = _read_settled(client, compact, first, current, None)
+            settled = _read_settled(client, compact, first, current, width, None)
         if settled is not None:
-            for bucket in [b for b in settled.rows if b < current - total]:
-                del settled.rows[bucket]
-            settled.low = max(settled.low, current - total)
-            with _settled_lock:
+            oldest = current - total
+            if settled.low < oldest:
+                for bucket in range(settled.low, min(oldest, settled.upto + 1)):
+                    settled.buckets.pop(bucket, None)
+                settled.low = oldest
+            with _cache_lock:
                 _settled.setdefault(engine, {})[compact] = settled
         upto = settled.upto if settled is not None else first - 1
-        empty = [0] * len(COUNTERS)
-        sums = [
-            list(settled.rows.get(bucket, empty)) if settled and bucket <= upto else list(empty)
-            for bucket in range(first, current + 1)
-        ]
         # buckets the leader has not added yet: straight from the shards
-        rest = list(range(max(upto + 1, current - kept + 1, first), current + 1))
+        fresh = list(range(max(upto + 1, first), current + 1))
+        sums = [[0] * len(COUNTERS) for _ in fresh]
+        rest = [b for b in fresh if b > current - kept]
         if rest:
             fields = [f"{bucket}:{f}" for bucket in rest for f in range(1, len(COUNTERS) + 1)]
 
@@ -183,14 +179,15 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
                 for position, value in enumerate(reply):
                     if value:
                         bucket, f = divmod(position, len(COUNTERS))
-                        sums[rest[bucket] - first][f] += int(value)
+                        sums[rest[bucket] - fresh[0]][f] += int(value)
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the cluster history: {exc}") from exc
-    return _buckets(first, width, sums)
+    series = [settled.buckets[b] for b in range(first, upto + 1)] if settled else []
+    return series + [_bucket(b * width, row) for b, row in zip(fresh, sums, strict=True)]
 
 
 def _read_settled(
-    client: Any, compact: str, first: int, current: int, cached: _Settled | None
+    client: Any, compact: str, first: int, current: int, width: int, cached: _Settled | None
 ) -> _Settled | None:
     """The settled buckets covering `first`..`upto`, reading only what `cached` lacks;
     None when the hash holds less than `cached` (it was lost meanwhile)."""
@@ -201,18 +198,38 @@ def _read_settled(
     upto_raw, *stored = client.hmget(compact, ["upto", *map(str, need)])
     upto = int(upto_raw) if upto_raw else None
     if cached is not None and (upto is None or upto < cached.upto):
-        with _settled_lock:
+        with _cache_lock:
             _settled.clear()
         return None
     if upto is None or upto < first:
         return cached
     found = [(b, str(text)) for b, text in zip(need, stored, strict=True) if text and b <= upto]
     rows = dict(zip([b for b, _ in found], _flat_rows([t for _, t in found]), strict=True))
+    empty = [0] * len(COUNTERS)
+    built = {b: _bucket(b * width, rows.get(b, empty)) for b in need if b <= upto}
     if cached is None:
-        return _Settled(first, upto, rows)
-    merged = dict(cached.rows)
-    merged.update(rows)
+        return _Settled(first, upto, built)
+    merged = dict(cached.buckets)
+    merged.update(built)
     return _Settled(min(cached.low, first), upto, merged)
+
+
+def _day_records(text: str, name: str) -> dict[int, list[int]]:
+    """A day string's records ``<bucket of the day>|<nine counts>;`` by bucket (summed)."""
+    records: dict[int, list[int]] = {}
+    if not text:
+        return records
+    step = len(COUNTERS) + 1
+    values = list(map(int, text.rstrip(";").replace("|", ",").replace(";", ",").split(",")))
+    if len(values) % step:
+        raise BackendUnavailableError(f"malformed history of {name}")
+    for at in range(0, len(values), step):
+        counts = values[at + 1 : at + step]
+        row = records.get(values[at])
+        records[values[at]] = (
+            counts if row is None else [a + b for a, b in zip(row, counts, strict=True)]
+        )
+    return records
 
 
 def domain_history(
@@ -224,60 +241,97 @@ def domain_history(
     name = normalize_domain(domain)
     count = WINDOWS[window] // width
     shard = keys.shard_for(name)
+    per_day = DAY // FIVE
     try:
         client = engine.node_for(shard.base)
         current = int(server_time(client) // width)
         first = current - count + 1
-        days = range(first * FIVE // DAY, current * FIVE // DAY + 1)
+        days = [
+            (day, shard.domain_day(name, day))
+            for day in range(first // per_day, current // per_day + 1)
+        ]
+        with _cache_lock:
+            remembered = _days.setdefault(engine, OrderedDict())
+            known = {key: remembered.get(key) for _day, key in days}
         swept_raw = client.get(shard.series_swept)
         # closed buckets wait in `closed` only after the shard's last closing
         swept = max(int(swept_raw) if swept_raw else first - 1, first - 1)
+        waiting = [f"{b}|{name}" for b in range(swept + 1, current + 1)]
         with client.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.get(shard.domain_day(name, day))
+            for _day, key in days:
+                entry = known[key]
+                pipe.strlen(key)
+                pipe.getrange(key, entry[0] if entry else 0, -1)
             pipe.hget(shard.series_base, name)
             pipe.hmget(shard.domain(name), list(COUNTERS))
-            waiting = [f"{b}|{name}" for b in range(swept + 1, current + 1)]
             if waiting:
                 pipe.hmget(shard.series_closed, waiting)
             replies = pipe.execute()
+        kept = {
+            day: _kept_day(client, remembered, key, known[key], replies[2 * i : 2 * i + 2], name)
+            for i, (day, key) in enumerate(days)
+        }
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the history of {name}: {exc}") from exc
-    kept, (based, live) = replies[: len(days)], replies[len(days) : len(days) + 2]
-    closed = replies[len(days) + 2] if waiting else []
-    sums: dict[int, list[int]] = {}
-
-    def add(bucket: int, counts: list[int]) -> None:
-        if first <= bucket <= current:
-            row = sums.setdefault(bucket, [0] * len(COUNTERS))
-            for index, value in enumerate(counts):
-                row[index] += value
-
-    step = len(COUNTERS) + 1
-    for day, text in zip(days, kept, strict=True):
-        if not text:
-            continue
-        start = day * (DAY // FIVE)
-        flat = str(text).rstrip(";").replace("|", ",").replace(";", ",").split(",")
-        values = list(map(int, flat))
-        if len(values) % step:
-            raise BackendUnavailableError(f"malformed history of {name} (day {day})")
-        for at in range(0, len(values), step):
-            bucket = start + values[at]
-            if first <= bucket <= current:
-                counts = values[at + 1 : at + step]
-                row = sums.get(bucket)
-                sums[bucket] = (
-                    counts if row is None else [a + b for a, b in zip(row, counts, strict=True)]
-                )
-    for index, text in enumerate(closed):
-        if text:
-            add(swept + 1 + index, parse_counts(str(text)))
+    based, live = replies[2 * len(days) : 2 * len(days) + 2]
+    extra: dict[int, list[int]] = {}
+    if waiting:
+        for index, text in enumerate(replies[2 * len(days) + 2]):
+            if text:
+                extra[swept + 1 + index] = parse_counts(str(text))
     if based:
         number, text = str(based).split("|", 1)
         now = [int(value or 0) for value in live]
-        add(int(number), [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)])
-    return _buckets_sparse(first, count, width, sums)
+        opened = [max(0, a - b) for a, b in zip(now, parse_counts(text), strict=True)]
+        row = extra.get(int(number))
+        extra[int(number)] = opened if row is None else _plus(row, opened)
+    empty = [0] * len(COUNTERS)
+    series = []
+    for bucket in range(first, current + 1):
+        found = kept[bucket // per_day].get(bucket)
+        more = extra.get(bucket)
+        if found is not None and more is None:
+            series.append(found)
+            continue
+        base = [getattr(found, f) for f in COUNTERS] if found is not None else empty
+        series.append(_bucket(bucket * width, _plus(base, more) if more else base))
+    return series
+
+
+def _plus(a: list[int], b: list[int]) -> list[int]:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _kept_day(
+    client: Any,
+    remembered: OrderedDict[str, tuple[int, dict[int, HistoryBucket]]],
+    key: str,
+    entry: tuple[int, dict[int, HistoryBucket]] | None,
+    reply: list[Any],
+    name: str,
+) -> dict[int, HistoryBucket]:
+    """A day string's kept buckets, from what this process read of it before and the
+    tail appended since (the string only grows; a shorter one is read whole again)."""
+    length, tail = int(reply[0]), str(reply[1] or "")
+    if entry is not None and length < entry[0]:  # expired or replaced
+        tail, entry = str(client.get(key) or ""), None
+        length = len(tail)
+    if entry is not None and length == entry[0]:
+        return entry[1]
+    day = int(key.rsplit(":", 1)[1])
+    start = day * (DAY // FIVE)
+    buckets = dict(entry[1]) if entry is not None else {}
+    for offset, added in _day_records(tail, name).items():
+        bucket = start + offset
+        old = buckets.get(bucket)
+        counts = added if old is None else _plus([getattr(old, f) for f in COUNTERS], added)
+        buckets[bucket] = _bucket(bucket * FIVE, counts)
+    with _cache_lock:
+        remembered[key] = (length, buckets)
+        remembered.move_to_end(key)
+        while len(remembered) > DAYS_CACHED:
+            remembered.popitem(last=False)
+    return buckets
 
 
 def read_history(

@@ -158,10 +158,9 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
             settled = _read_settled(client, compact, first, current, width, None)
         if settled is not None:
             oldest = current - total
-            if settled.low < oldest:
-                for bucket in range(settled.low, min(oldest, settled.upto + 1)):
-                    settled.buckets.pop(bucket, None)
-                settled.low = oldest
+            if settled.low < oldest:  # a new object: another thread may read the old one
+                kept_buckets = {b: v for b, v in settled.buckets.items() if b >= oldest}
+                settled = _Settled(oldest, settled.upto, kept_buckets)
             with _cache_lock:
                 _settled.setdefault(engine, {})[compact] = settled
         upto = settled.upto if settled is not None else first - 1

@@ -213,14 +213,6 @@ def fill_week(client: redis.Redis, keys: NamespaceKeys, now: float, domains: lis
                 },
             )
             pipe.hset(shard.series_minutes, "last", str(minute))
-            pipe.hset(
-                shard.series_fives,
-                mapping={
-                    f"{b}:{f}": rng.randint(1, 9999)
-                    for b in range(five - 36, five + 1)
-                    for f in range(1, 10)
-                },
-            )
             pipe.hset(shard.series_fives, "last", str(five))
             pipe.set(shard.series_swept, str(five - 1))  # closed up to the open bucket
         pipe.execute()
@@ -282,10 +274,10 @@ def bench_memory(env: Env, report: Report) -> None:
             f" active domain); a week of the {len(top):,} most active domains"
             f" ({FIVES_KEPT:,} buckets each) {sizes['kept domains'] / 1e6:.1f} MB"
             f" ({churn:.0f} B per kept bucket); cluster series (48 h of minutes, 7 d of"
-            f" 5 minutes, the shards' last 3 h) {sizes['cluster'] / 1e6:.1f} MB. Bounded by the"
-            " caps, not by the history: a top list that changed completely every bucket"
-            " would keep 1,000 new domains' strings per bucket instead (about 2 million"
-            " single-record strings a week, a few hundred MB)."
+            f" 5 minutes, the shards' last 3 h of minutes) {sizes['cluster'] / 1e6:.1f} MB."
+            " Bounded by the caps, not by the history: a top list that changed completely"
+            " every bucket would keep 1,000 new domains' strings per bucket instead (about"
+            " 2 million single-record strings a week, a few hundred MB)."
         ),
     )
     report.series["history_memory"] = sizes  # type: ignore[assignment]

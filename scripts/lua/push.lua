@@ -13,7 +13,8 @@
 -- KEYS[11]   totals    fedtrack:{<ns>:<SS>}:totals           hash: the shard's sums of every counter
 -- KEYS[12]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
--- KEYS[13]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "<bucket>:<c>" -> the same per 5 min
+-- KEYS[13]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "last" -> the shard's current 5-min
+--                                                         bucket (a new one empties `seen`)
 -- KEYS[14]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
 --                                                         before its first write in that 5-min bucket
 -- KEYS[15]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
@@ -60,9 +61,9 @@
 --   ack           the worker's stored seq after the call (as a string; "" when none)
 --   marker        the hydrated marker's value (the database identity; "" when refused as
 --                 not hydrated)
--- History (docs/history.md): the chunk's sums go into the shard's 1-minute and 5-minute
--- buckets of the cluster series (shard buckets older than MINUTES_KEPT / FIVES_KEPT are
--- trimmed when a new bucket opens); a domain's first write in a 5-minute bucket records
+-- History (docs/history.md): the chunk's sums go into the shard's 1-minute bucket of the
+-- cluster series (5-minute buckets are their sums; shard buckets older than MINUTES_KEPT
+-- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
 -- its counters before the write in `base` (and, when `base` held an older bucket, that
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
 -- one SMISMEMBER of `seen` per chunk, a few calls per domain and bucket, nothing per
@@ -117,7 +118,7 @@ local stamp = time[1]
 local now = tonumber(stamp)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- series:begin
-local MINUTES_KEPT, FIVES_KEPT = 180, 36
+local MINUTES_KEPT = 180
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
@@ -126,6 +127,7 @@ local fprefix = string.format('%d|', five)
 -- the domains writing for the first time in this bucket
 if five > tonumber(call('HGET', KEYS[13], 'last') or '0') then
   call('UNLINK', KEYS[16])
+  call('HSET', KEYS[13], 'last', string.format('%d', five))
 end
 local seen = {}
 if #KEYS > FIXED then
@@ -286,12 +288,10 @@ if #newly > 0 then
   call('SADD', KEYS[16], unpack(newly))
 end
 trim(KEYS[12], minute, MINUTES_KEPT)
-trim(KEYS[13], five, FIVES_KEPT)
-local mprefix, vprefix = string.format('%d:', minute), string.format('%d:', five)
+local mprefix = string.format('%d:', minute)
 for f = 1, 9 do
   if sums[f] ~= 0 then
     call('HINCRBY', KEYS[12], mprefix .. f, sums[f])
-    call('HINCRBY', KEYS[13], vprefix .. f, sums[f])
   end
 end
 -- series:end

@@ -40,8 +40,8 @@ COUNTERS: tuple[str, ...] = COUNTER_FIELDS
 MINUTE, FIVE, DAY = 60, 300, 86_400
 #: Windows by name, in seconds.
 WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
-#: Buckets each shard keeps in ``series:m1`` / ``series:m5`` (push.lua's MINUTES_KEPT,
-#: FIVES_KEPT): three hours for the leader to add them to the namespace hashes.
+#: Buckets each shard keeps in ``series:m1`` (push.lua's MINUTES_KEPT), in minutes and in
+#: 5-minute buckets: three hours for the leader to add them to the namespace hashes.
 SHARD_MINUTES_KEPT, SHARD_FIVES_KEPT = 180, 36
 #: Buckets the namespace hashes keep: 48 hours of minutes, 7 days of 5 minutes.
 MINUTES_KEPT, FIVES_KEPT = 2_880, 2_016
@@ -142,11 +142,9 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
     width = width_of(window, domain=False)
     count = WINDOWS[window] // width
     if width == MINUTE:
-        compact, kept, field = keys.history_minutes, SHARD_MINUTES_KEPT, "series_minutes"
-        total = MINUTES_KEPT
+        compact, kept, total = keys.history_minutes, SHARD_MINUTES_KEPT, MINUTES_KEPT
     else:
-        compact, kept, field = keys.history_fives, SHARD_FIVES_KEPT, "series_fives"
-        total = FIVES_KEPT
+        compact, kept, total = keys.history_fives, SHARD_FIVES_KEPT, FIVES_KEPT
     try:
         client = engine.node_for(compact)
         current = int(server_time(client) // width)
@@ -168,21 +166,39 @@ def cluster_history(engine: RedisEngine, keys: NamespaceKeys, window: str) -> li
         fresh = list(range(max(upto + 1, first), current + 1))
         sums = [[0] * len(COUNTERS) for _ in fresh]
         rest = [b for b in fresh if b > current - kept]
-        if rest:
-            fields = [f"{bucket}:{f}" for bucket in rest for f in range(1, len(COUNTERS) + 1)]
-
-            def build(pipe: Any, shard: ShardKeys) -> None:
-                pipe.hmget(getattr(shard, field), fields)
-
-            for (reply,) in engine.per_shard(keys.shards, build):
-                for position, value in enumerate(reply):
-                    if value:
-                        bucket, f = divmod(position, len(COUNTERS))
-                        sums[rest[bucket] - fresh[0]][f] += int(value)
+        for index, row in enumerate(shard_sums(engine, keys, rest, width)):
+            sums[rest[index] - fresh[0]] = row
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the cluster history: {exc}") from exc
     series = [settled.buckets[b] for b in range(first, upto + 1)] if settled else []
     return series + [_bucket(b * width, row) for b, row in zip(fresh, sums, strict=True)]
+
+
+def shard_sums(
+    engine: RedisEngine, keys: NamespaceKeys, buckets: list[int], width: int
+) -> list[list[int]]:
+    """The 16 shards' sums of each bucket of `width` (a 5-minute bucket is its five
+    minutes): one HMGET per shard, a pipeline per node."""
+    if not buckets:
+        return []
+    per = width // MINUTE
+    counters = len(COUNTERS)
+    fields = [
+        f"{minute}:{f}"
+        for bucket in buckets
+        for minute in range(bucket * per, bucket * per + per)
+        for f in range(1, counters + 1)
+    ]
+
+    def build(pipe: Any, shard: ShardKeys) -> None:
+        pipe.hmget(shard.series_minutes, fields)
+
+    sums = [[0] * counters for _ in buckets]
+    for (reply,) in engine.per_shard(keys.shards, build):
+        for position, value in enumerate(reply):
+            if value:
+                sums[position // (counters * per)][position % counters] += int(value)
+    return sums
 
 
 def _read_settled(

@@ -193,8 +193,8 @@ class ShardKeys:
 
     @cached_property
     def series_fives(self) -> str:
-        """Hash: ``<bucket>:<i>`` → the shard's sum of counter i in that 5-minute bucket,
-        plus ``last``; kept like `series_minutes`."""
+        """Hash: ``last`` → the shard's current 5-minute bucket (a new one empties
+        `series_seen`); 5-minute cluster buckets are sums of `series_minutes`."""
         return f"{self.base}:series:m5"
 
     @cached_property

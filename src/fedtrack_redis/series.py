@@ -80,11 +80,9 @@ class SeriesCloser:
         """Add the shards' finished buckets of `width` into the namespace hash; how many."""
         keys = self._keys
         if width == MINUTE:
-            compact, field = keys.history_minutes, "series_minutes"
-            kept, shard_kept = MINUTES_KEPT, SHARD_MINUTES_KEPT
+            compact, kept, shard_kept = keys.history_minutes, MINUTES_KEPT, SHARD_MINUTES_KEPT
         else:
-            compact, field = keys.history_fives, "series_fives"
-            kept, shard_kept = FIVES_KEPT, SHARD_FIVES_KEPT
+            compact, kept, shard_kept = keys.history_fives, FIVES_KEPT, SHARD_FIVES_KEPT
         client = self._engine.node_for(compact)
         target = int((history.server_time(client) - GRACE) // width) - 1  # newest finished bucket
         upto_raw = client.hget(compact, "upto")
@@ -92,17 +90,7 @@ class SeriesCloser:
         buckets = list(range(max(upto + 1, target - shard_kept + 1), target + 1))
         if not buckets:
             return 0
-        names = [f"{bucket}:{f}" for bucket in buckets for f in range(1, len(COUNTERS) + 1)]
-
-        def build(pipe: Any, shard: ShardKeys) -> None:
-            pipe.hmget(getattr(shard, field), names)
-
-        sums = [[0] * len(COUNTERS) for _ in buckets]
-        for (reply,) in self._engine.per_shard(keys.shards, build):
-            for position, value in enumerate(reply):
-                if value:
-                    bucket, f = divmod(position, len(COUNTERS))
-                    sums[bucket][f] += int(value)
+        sums = history.shard_sums(self._engine, keys, buckets, width)
         written = {
             str(bucket): ",".join(str(value) for value in row)
             for bucket, row in zip(buckets, sums, strict=True)

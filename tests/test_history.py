@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import redis
 
-from fedtrack_redis import FederationTracker, InvalidDomainError, InvalidWindowError, scripts
+from fedtrack_redis import (
+    FederationTracker,
+    InvalidDomainError,
+    InvalidWindowError,
+    history,
+    scripts,
+)
 from fedtrack_redis.chunk import seal
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.history import FIVE, MINUTE, read_history
@@ -263,3 +269,39 @@ def test_a_reader_keeps_what_it_read_and_notices_a_lost_history(
         redis_client.delete(shard.series_minutes, shard.series_fives)
     assert sums(tracker.history(window="1h")) == {}
     assert sums(tracker.history(window="7d")) == {}
+
+
+def test_series_on_every_engine(
+    engine_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = NamespaceKeys(namespace)
+    engine = RedisEngine.open(engine_url)
+    try:
+        for shard in keys.shards:
+            engine.node_for(shard.hydrated).set(shard.hydrated, "1")
+        events = workload(9, 40, 600)
+        with FederationTracker(engine_url, namespace=namespace, push_interval=3600) as tracker:
+            replay(tracker, events)
+            tracker.push()
+            expected = expected_totals(events)
+            cluster: dict[str, int] = {}
+            for fields in expected.values():
+                merge(cluster, counted(fields))
+            assert sums(tracker.history(window="1h")) == cluster
+            for domain, fields in expected.items():
+                assert sums(tracker.history(domain, "24h")) == counted(fields)
+            real = history.server_time
+            monkeypatch.setattr(history, "server_time", lambda client: real(client) + FIVE)
+            SeriesCloser(engine, Scripts(engine), keys).close()  # the bucket is over now
+            assert sums(tracker.history(window="1h")) == cluster
+            assert sums(tracker.history(window="7d")) == cluster
+            for domain, fields in expected.items():  # 40 domains: all kept
+                assert sums(tracker.history(domain, "1h")) == counted(fields)
+            for shard in keys.shards:
+                node = engine.node_for(shard.base)
+                assert node.hlen(shard.series_base) == node.hlen(shard.series_closed) == 0
+    finally:
+        for client in engine.primaries():
+            for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=1000):
+                client.delete(key)
+        engine.close()

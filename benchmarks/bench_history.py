@@ -410,11 +410,13 @@ def bench_requests(env: Env, report: Report) -> None:
             f" the closing: {describe(slow_close)}"
         ),
     )
-    report.check(
+    report.figure(  # a timing, not a correctness check: it never fails the run
         SECTION,
-        "no call over 10 ms (SLOWLOG)",
-        figures["slow_calls"] == 0,
-        f"{figures['slowest_ms']:.1f} ms",
+        f"longest Redis call through reads and closing, {count:,} domains",
+        figures["slowest_ms"],
+        "ms",
+        target=("<=", 10),
+        note=f"{figures['slow_calls']:.0f} calls over 10 ms (SLOWLOG)",
     )
     report.series["history_requests"] = figures  # type: ignore[assignment]
 

@@ -29,6 +29,7 @@ from benchmarks import (
     bench_engines,
     bench_flusher,
     bench_health,
+    bench_history,
     bench_policy,
     bench_propagation,
     bench_qshape,
@@ -63,6 +64,7 @@ SECTIONS: dict[str, Callable[[Env, Report], None]] = {
     "engines": bench_engines.run,
     "health": bench_health.run,
     "qshape": bench_qshape.run,
+    "history": bench_history.run,
 }
 
 

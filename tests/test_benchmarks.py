@@ -54,6 +54,7 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         "engines",
         "qshape",
         "health",
+        "history",
     }
     assert "Summary against the targets" in (tmp_path / "RESULTS.md").read_text()
     assert (published.read_bytes() if published.exists() else None) == before

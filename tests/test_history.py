@@ -1,4 +1,4 @@
-"""History series (H1): sums exact per domain and cluster-wide across bucket boundaries,
+"""History series (G13): sums exact per domain and cluster-wide across bucket boundaries,
 across retries and the leader's closing; the caps; the memory they bound.
 
 The clock is injected (`history_helpers.clock`): pushes, reads and closing share one time
@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import redis
 
-from fedtrack_redis import FederationTracker, InvalidDomainError, InvalidWindowError, scripts
+from fedtrack_redis import (
+    FederationTracker,
+    InvalidDomainError,
+    InvalidWindowError,
+    history,
+    scripts,
+)
 from fedtrack_redis.chunk import seal
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.history import FIVE, MINUTE, read_history
@@ -171,11 +177,13 @@ def test_series_memory_is_bounded_by_the_caps(
         tracker.push()
         clock.advance(FIVE)
         leader.close()
-    series = [keys.shard_for(name).domain_series(name) for name in names]
+    day = clock.now // 86_400
+    assert (clock.now - 6 * FIVE) // 86_400 == day  # the six buckets lie in one day
+    series = [keys.shard_for(name).domain_day(name, day) for name in names]
     kept = [key for key in series if redis_client.exists(key)]
     assert len(kept) == 10  # the same ten most active every bucket
-    assert sum(redis_client.zcard(key) for key in kept) == 10 * 6
-    assert all(0 < redis_client.ttl(key) <= 7 * 86_400 + FIVE for key in kept)
+    assert sum(str(redis_client.get(key)).count(";") for key in kept) == 10 * 6
+    assert all(0 < redis_client.ttl(key) <= 8 * 86_400 for key in kept)
     used = sum(redis_client.memory_usage(key) or 0 for key in kept)
     for shard in keys.shards:
         assert redis_client.hlen(shard.series_base) == 0
@@ -230,6 +238,71 @@ def test_the_flusher_leader_closes_the_buckets(
     client = engine.node_for(keys.history_minutes)
     assert int(client.hget(keys.history_minutes, "upto")) >= (clock.now - FIVE) // MINUTE
     shard = keys.shard_for("f.example")
-    assert client.zcard(shard.domain_series("f.example")) == 1
+    day = (clock.now - FIVE) // 86_400
+    assert str(client.get(shard.domain_day("f.example", day))).count(";") == 1
     assert sums(tracker.history("f.example", "1h")) == {"failed_https": 1}
     assert sums(tracker.history(window="24h")) == {"failed_https": 1}
+
+
+def test_a_reader_keeps_what_it_read_and_notices_a_lost_history(
+    make_tracker: MakeTracker,
+    clock: Clock,
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+) -> None:
+    tracker = make_tracker()
+    keys = NamespaceKeys(namespace)
+    tracker.record_failure("c.example", "HTTP")
+    tracker.push()
+    clock.advance(FIVE)
+    closer(redis_url, namespace).close()
+    tracker.record_failure("c.example", "HTTP")
+    tracker.push()
+    for window in ("1h", "24h", "7d", "1h"):  # read twice: the second from what it kept
+        assert sums(tracker.history(window=window)) == {"failed_http": 2}
+    clock.advance(MINUTE)
+    closer(redis_url, namespace).close()
+    assert sums(tracker.history(window="1h")) == {"failed_http": 2}
+    for key in (keys.history_minutes, keys.history_fives):  # Redis lost the history
+        redis_client.delete(key)
+    for shard in keys.shards:
+        redis_client.delete(shard.series_minutes, shard.series_fives)
+    assert sums(tracker.history(window="1h")) == {}
+    assert sums(tracker.history(window="7d")) == {}
+
+
+def test_series_on_every_engine(
+    engine_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = NamespaceKeys(namespace)
+    engine = RedisEngine.open(engine_url)
+    try:
+        for shard in keys.shards:
+            engine.node_for(shard.hydrated).set(shard.hydrated, "1")
+        events = workload(9, 40, 600)
+        with FederationTracker(engine_url, namespace=namespace, push_interval=3600) as tracker:
+            replay(tracker, events)
+            tracker.push()
+            expected = expected_totals(events)
+            cluster: dict[str, int] = {}
+            for fields in expected.values():
+                merge(cluster, counted(fields))
+            assert sums(tracker.history(window="1h")) == cluster
+            for domain, fields in expected.items():
+                assert sums(tracker.history(domain, "24h")) == counted(fields)
+            real = history.server_time
+            monkeypatch.setattr(history, "server_time", lambda client: real(client) + FIVE)
+            SeriesCloser(engine, Scripts(engine), keys).close()  # the bucket is over now
+            assert sums(tracker.history(window="1h")) == cluster
+            assert sums(tracker.history(window="7d")) == cluster
+            for domain, fields in expected.items():  # 40 domains: all kept
+                assert sums(tracker.history(domain, "1h")) == counted(fields)
+            for shard in keys.shards:
+                node = engine.node_for(shard.base)
+                assert node.hlen(shard.series_base) == node.hlen(shard.series_closed) == 0
+    finally:
+        for client in engine.primaries():
+            for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=1000):
+                client.delete(key)
+        engine.close()

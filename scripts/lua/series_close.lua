@@ -3,13 +3,13 @@
 -- KEYS[1]       base    fedtrack:{<ns>:<SS>}:series:base     hash domain -> "<bucket>|<nine counters>"
 -- KEYS[2]       closed  fedtrack:{<ns>:<SS>}:series:closed   hash "<bucket>|<domain>" -> nine counts
 -- KEYS[3]       held    fedtrack:{<ns>:<SS>}:held            zset of the shard's domains not healthy
--- KEYS[2+2j]    the hash        fedtrack:{<ns>:<SS>}:d:<domain j> of entry j of ARGV[4..]
--- KEYS[3+2j]    its history     fedtrack:{<ns>:<SS>}:s:<domain j> zset "<bucket>|<counts>" by bucket
+-- KEYS[2+2j]    the hash  fedtrack:{<ns>:<SS>}:d:<domain j>        of entry j (ARGV[1+j])
+-- KEYS[3+2j]    its day   fedtrack:{<ns>:<SS>}:s:<domain j>:<day>  string of kept buckets, the day
+--                         of entry j's bucket (records "<bucket % 288>|<nine counts>;")
 -- ARGV[1]       the open bucket (5-minute number) on this shard's clock: only older ones close
--- ARGV[2]       buckets a domain's history keeps (older members are trimmed)
--- ARGV[3]       TTL of a domain's history in seconds (refreshed on every kept bucket)
--- ARGV[3+j]     entry j: "<bucket>|<domain>|<keep>", keep 1 when the domain is among the
---               bucket's most active or watched (a held domain is kept whatever it says)
+-- ARGV[1+j]     entry j: "<bucket>|<domain>|<keep>|<ttl>": keep 1 when the domain is among
+--               the bucket's most active or watched (a held domain is kept whatever it
+--               says); ttl: seconds the day string lives (7 days after the day ends)
 --
 -- For each entry: the bucket's counts are the domain's `closed` entry, or, while `base`
 -- still holds that bucket, its live counters minus the base (no write since); the entry
@@ -21,19 +21,17 @@
 local call = redis.call
 local unpack = table.unpack or unpack
 local open = tonumber(ARGV[1])
-local retention = tonumber(ARGV[2])
-local ttl = ARGV[3]
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 local closed, kept = 0, 0
 
-for j = 1, #ARGV - 3 do
-  local bucket, domain, keep = string.match(ARGV[3 + j], '^(%d+)|([a-z0-9.:-]+)|([01])$')
+for j = 1, #ARGV - 1 do
+  local bucket, domain, keep, ttl = string.match(ARGV[1 + j], '^(%d+)|([a-z0-9.:-]+)|([01])|(%d+)$')
   if bucket and tonumber(bucket) < open then
-    local hash, history = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
+    local hash, day = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     local counts = nil
     local based = call('HGET', KEYS[1], domain)
-    if based and string.sub(based, 1, #bucket + 1) == bucket .. '|' then
+    if based and string.find(based, bucket .. '|', 1, true) == 1 then
       local live = call('HMGET', hash, unpack(COUNTED))
       local values, f, any = {}, 0, false
       for value in string.gmatch(string.sub(based, #bucket + 2), '%d+') do
@@ -61,9 +59,8 @@ for j = 1, #ARGV - 3 do
       end
     end
     if counts and (keep == '1' or call('ZSCORE', KEYS[3], domain)) then
-      call('ZADD', history, bucket, bucket .. '|' .. counts)
-      call('ZREMRANGEBYSCORE', history, '-inf', '(' .. string.format('%d', open - retention))
-      call('EXPIRE', history, ttl)
+      call('APPEND', day, string.format('%d|', tonumber(bucket) % 288) .. counts .. ';')
+      call('EXPIRE', day, ttl)
       kept = kept + 1
     end
   end

@@ -155,6 +155,7 @@ def seal(
         shard.series_fives,
         shard.series_base,
         shard.series_closed,
+        shard.series_seen,
         shard.lease_ages(worker_id),
         shard.qshape,
         shard.qshape_top,

@@ -214,8 +214,8 @@ class ShardKeys:
 
     @cached_property
     def series_fives(self) -> str:
-        """Hash: ``<bucket>:<i>`` → the shard's sum of counter i in that 5-minute bucket,
-        plus ``last``; kept like `series_minutes`."""
+        """Hash: ``last`` → the shard's current 5-minute bucket (a new one empties
+        `series_seen`); 5-minute cluster buckets are sums of `series_minutes`."""
         return f"{self.base}:series:m5"
 
     @cached_property
@@ -223,6 +223,12 @@ class ShardKeys:
         """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
         write in that 5-minute bucket (the bucket of its last write), until it is closed."""
         return f"{self.base}:series:base"
+
+    @cached_property
+    def series_seen(self) -> str:
+        """Set: the hash keys (`domain`) of the domains already based in the shard's
+        current 5-minute bucket (emptied by the first push of the next bucket)."""
+        return f"{self.base}:series:seen"
 
     @cached_property
     def series_closed(self) -> str:
@@ -235,10 +241,11 @@ class ShardKeys:
         """String: the newest 5-minute bucket of the shard the leader has closed."""
         return f"{self.base}:series:swept"
 
-    def domain_series(self, domain: str) -> str:
-        """Sorted set: ``<bucket>|<nine counts>`` scored by the 5-minute bucket, the
-        domain's kept history (7 days)."""
-        return f"{self.base}:s:{domain}"
+    def domain_day(self, domain: str, day: int) -> str:
+        """String: the domain's kept 5-minute buckets of one UTC day (``day`` = unix
+        seconds // 86400), records ``<bucket of the day, 0-287>|<nine counts>;`` appended
+        by the flusher leader; expires 7 days after the day ends."""
+        return f"{self.base}:s:{domain}:{day}"
 
     def lease_ages(self, worker_id: str) -> str:
         """Hash: ``<domain>|<column>`` → this worker's in-flight messages of that age
@@ -290,6 +297,7 @@ class ShardKeys:
             self.series_fives,
             self.series_base,
             self.series_closed,
+            self.series_seen,
             self.series_swept,
             self.qshape,
             self.qshape_top,

@@ -4,15 +4,16 @@ into the namespace hashes, and close finished domain buckets under the caps.
 Cluster buckets: push.lua adds each chunk's sums to its shard's bucket; once a bucket
 ended on every node (`GRACE` seconds of clock difference allowed) the leader adds the 16
 shards' values into ``{<ns>:history}:m1`` / ``m5`` and moves ``upto``. Writing a sum and
-``upto`` is an overwrite, so a retry or a new leader writes the same values (H1); reads
+``upto`` is an overwrite, so a retry or a new leader writes the same values (G13); reads
 take a bucket from the namespace hash only up to ``upto``, from the shards after it.
 
 Domain buckets: once per 5-minute bucket per shard (``series:swept``), two passes over
 the shard's ``series:base`` and ``series:closed`` (``HSCAN`` cursors over two keys, never
 the keyspace): the first ranks each finished bucket's domains by failures + deliveries
 across all shards, the second runs ``series_close.lua`` on pages of entries, which keeps
-the `TOP_DOMAINS` most active, the watched and the held (not healthy) ones in the
-domain's sorted set and drops the rest, removing each entry in the same call. The work
+the `TOP_DOMAINS` most active, the watched and the held (not healthy) ones (appended
+to the domain's string of that day, which expires 7 days after the day) and drops the
+rest, removing each entry in the same call. The work
 is O(domains active in the bucket) once per bucket, in calls of `PAGE` entries; a read
 never pays it.
 """
@@ -48,9 +49,10 @@ TOP_DOMAINS = 1_000
 #: clock difference between the nodes of a Cluster this tolerates.
 GRACE = 5.0
 #: Entries per ``series_close.lua`` call (each reads and writes a few fields).
-PAGE = 200
-#: A domain's history lives this long after its newest kept bucket.
-DOMAIN_TTL = 7 * 86_400 + FIVE
+PAGE = 64
+#: A day of a domain's kept buckets lives this long after the day ends.
+DAY_KEPT = 7 * 86_400
+DAY = 86_400
 # counters that make a bucket's activity: the three failures and the deliveries
 _ACTIVITY = (0, 1, 2, 6)
 
@@ -78,11 +80,9 @@ class SeriesCloser:
         """Add the shards' finished buckets of `width` into the namespace hash; how many."""
         keys = self._keys
         if width == MINUTE:
-            compact, field = keys.history_minutes, "series_minutes"
-            kept, shard_kept = MINUTES_KEPT, SHARD_MINUTES_KEPT
+            compact, kept, shard_kept = keys.history_minutes, MINUTES_KEPT, SHARD_MINUTES_KEPT
         else:
-            compact, field = keys.history_fives, "series_fives"
-            kept, shard_kept = FIVES_KEPT, SHARD_FIVES_KEPT
+            compact, kept, shard_kept = keys.history_fives, FIVES_KEPT, SHARD_FIVES_KEPT
         client = self._engine.node_for(compact)
         target = int((history.server_time(client) - GRACE) // width) - 1  # newest finished bucket
         upto_raw = client.hget(compact, "upto")
@@ -90,17 +90,7 @@ class SeriesCloser:
         buckets = list(range(max(upto + 1, target - shard_kept + 1), target + 1))
         if not buckets:
             return 0
-        names = [f"{bucket}:{f}" for bucket in buckets for f in range(1, len(COUNTERS) + 1)]
-
-        def build(pipe: Any, shard: ShardKeys) -> None:
-            pipe.hmget(getattr(shard, field), names)
-
-        sums = [[0] * len(COUNTERS) for _ in buckets]
-        for (reply,) in self._engine.per_shard(keys.shards, build):
-            for position, value in enumerate(reply):
-                if value:
-                    bucket, f = divmod(position, len(COUNTERS))
-                    sums[bucket][f] += int(value)
+        sums = history.shard_sums(self._engine, keys, buckets, width)
         written = {
             str(bucket): ",".join(str(value) for value in row)
             for bucket, row in zip(buckets, sums, strict=True)
@@ -122,7 +112,7 @@ class SeriesCloser:
         """Close the finished 5-minute buckets of every shard not closed since its last
         bucket ended; the entries closed."""
         keys = self._keys
-        due: list[tuple[ShardKeys, int]] = []
+        due: list[tuple[ShardKeys, int, float]] = []
         clocks: dict[int, float] = {}
         swept_values = self._engine.per_shard(
             keys.shards, lambda pipe, shard: pipe.get(shard.series_swept)
@@ -131,13 +121,19 @@ class SeriesCloser:
             client = self._engine.node_for(shard.base)
             if id(client) not in clocks:
                 clocks[id(client)] = history.server_time(client)
-            open_bucket = int(clocks[id(client)] // FIVE)
+            now = clocks[id(client)]
+            open_bucket = int(now // FIVE)
             if swept is None or int(swept) < open_bucket - 1:
-                due.append((shard, open_bucket))
+                due.append((shard, open_bucket, now))
         if not due:
             return 0
         ranked: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for shard, open_bucket in due:
+        sizes = self._engine.per_shard(
+            [shard for shard, _open, _now in due],
+            lambda pipe, shard: (pipe.hlen(shard.series_base), pipe.hlen(shard.series_closed)),
+        )
+        everyone = sum(base + waiting for base, waiting in sizes) <= self._top
+        for shard, open_bucket, _now in [] if everyone else due:  # else no need to rank
             for bucket, domain, activity in self._entries(shard, open_bucket, live=True):
                 heap = ranked[bucket]
                 if len(heap) < self._top:
@@ -149,9 +145,11 @@ class SeriesCloser:
             str(member) for member in self._engine.node_for(keys.watched).smembers(keys.watched)
         }
         closed = 0
-        for shard, open_bucket in due:
+        for shard, open_bucket, now in due:
             entries = [
-                f"{bucket}|{domain}|{int(domain in watching or domain in top.get(bucket, ()))}"
+                f"{bucket}|{domain}|"
+                f"{int(everyone or domain in watching or domain in top.get(bucket, ()))}"
+                f"|{max(1, int((bucket * FIVE // DAY + 1) * DAY + DAY_KEPT - now))}"
                 for bucket, domain, _activity in self._entries(shard, open_bucket, live=False)
             ]
             for start in range(0, len(entries), PAGE):
@@ -204,9 +202,7 @@ class SeriesCloser:
     def _close_page(self, shard: ShardKeys, open_bucket: int, entries: list[str]) -> int:
         keys = [shard.series_base, shard.series_closed, shard.held]
         for entry in entries:
-            domain = entry.split("|")[1]
-            keys += [shard.domain(domain), shard.domain_series(domain)]
-        closed, _kept = self._scripts.run(
-            "series_close", keys, [open_bucket, FIVES_KEPT, DOMAIN_TTL, *entries]
-        )
+            bucket, domain, _rest = entry.split("|", 2)
+            keys += [shard.domain(domain), shard.domain_day(domain, int(bucket) * FIVE // DAY)]
+        closed, _kept = self._scripts.run("series_close", keys, [open_bucket, *entries])
         return int(closed)

@@ -232,7 +232,7 @@ class FederationTracker(Recorder):
     def history(self, domain: str | None = None, window: str = "1h") -> list[HistoryBucket]:
         """The cluster's (or one domain's) series over `window` ("1h", "24h", "7d"): the
         aligned buckets ending with the current, unfinished one, oldest first, zero-filled
-        (docs/history.md, H1). Cluster 1h/24h have 1-minute buckets, 7d and every domain
+        (docs/history.md, G13). Cluster 1h/24h have 1-minute buckets, 7d and every domain
         window 5-minute ones. `InvalidWindowError` (a ValueError) for another window."""
         return read_history(self._redis, self.keys, domain, window)
 

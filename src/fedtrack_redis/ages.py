@@ -169,49 +169,66 @@ class AgeTracker:
             return {}
         names = list(touched)
         first = BOUNDARIES[0]
-        # (domain, columns 1..9 or None when all are 0, next move): under the lock only
-        # what reads the queue; the common case (every message under 5 minutes) costs a
-        # look at the oldest message.
-        evaluated: list[tuple[str, list[int] | None, float]] = []
-        add = evaluated.append
+        changed: dict[str, dict[int, int]] = {}
+        held_of = self.expected.get
+        due_of = self._due_of
+        due_get = due_of.get
         queues = recorder._ages
         for start in range(0, len(names), EVALUATE_SLICE):
+            # Under the lock only what reads the queues; the common case (every message
+            # under 5 minutes, nothing older held) costs a look at the oldest message.
             with lock:
                 for name in names[start : start + EVALUATE_SLICE]:
                     queue = queues.get(name)
+                    held = held_of(name)
                     if queue is None:
-                        add((name, None, _NEVER))
-                        continue
-                    single = queue.__class__ is float
-                    oldest: float = queue if single else queue.times[queue.head]  # type: ignore[assignment, union-attr]
-                    if now - oldest < first:
-                        add((name, None, oldest + first))
-                    elif single:
-                        add((name, *_single(oldest, now)))
+                        older = None
+                        when = _NEVER
                     else:
-                        counts, when = queue.evaluate(now)  # type: ignore[union-attr]
-                        add((name, counts[1:], when))
-        changed: dict[str, dict[int, int]] = {}
-        expected = self.expected
-        due_of = self._due_of
-        for name, older, when in evaluated:
-            held = expected.get(name)
-            if older is None or not any(older):
-                if held is not None:
-                    changed[name] = {k: 0 for k, h in enumerate(held, 1) if h}
-                    del expected[name]
-            elif held is None:
-                changed[name] = {k: c for k, c in enumerate(older, 1) if c}
-                expected[name] = older
-            elif older != held:
-                changed[name] = {
-                    k: c for k, (c, h) in enumerate(zip(older, held, strict=True), 1) if c != h
-                }
-                expected[name] = older
-            if when < due_of.get(name, _NEVER):
-                due_of[name] = when
-                heapq.heappush(due, (when, name))
+                        single = queue.__class__ is float
+                        oldest: float = queue if single else queue.times[queue.head]  # type: ignore[assignment, union-attr]
+                        if now - oldest < first:
+                            when = oldest + first
+                            if held is None:
+                                if when < due_get(name, _NEVER):
+                                    due_of[name] = when
+                                    heapq.heappush(due, (when, name))
+                                continue
+                            older = None
+                        elif single:
+                            older, when = _single(oldest, now)
+                        else:
+                            counts, when = queue.evaluate(now)  # type: ignore[union-attr]
+                            older = counts[1:]
+                    self._settle(name, older, held, when, changed)
         return changed
+
+    def _settle(
+        self,
+        name: str,
+        older: list[int] | None,
+        held: list[int] | None,
+        when: float,
+        changed: dict[str, dict[int, int]],
+    ) -> None:
+        """Record in `changed` what differs from what the lease will hold; note the next
+        move of `name` (a domain with messages 5 minutes old or more, or once had)."""
+        expected = self.expected
+        if older is None or not any(older):
+            if held is not None:
+                changed[name] = {k: 0 for k, h in enumerate(held, 1) if h}
+                del expected[name]
+        elif held is None:
+            changed[name] = {k: c for k, c in enumerate(older, 1) if c}
+            expected[name] = older
+        elif older != held:
+            changed[name] = {
+                k: c for k, (c, h) in enumerate(zip(older, held, strict=True), 1) if c != h
+            }
+            expected[name] = older
+        if when < self._due_of.get(name, _NEVER):
+            self._due_of[name] = when
+            heapq.heappush(self._due, (when, name))
 
     def full(self, name: str) -> dict[int, int]:
         """Every non-zero column (1…9) the lease should hold for `name` (to re-send after

@@ -211,9 +211,11 @@ class AgeTracker:
             changed[name] = {k: c for k, c in enumerate(older, 1) if c}
             expected[name] = older
         elif older != held:
-            changed[name] = {
-                k: c for k, (c, h) in enumerate(zip(older, held, strict=True), 1) if c != h
-            }
+            diff = {}
+            for k in range(AGE_COLUMNS - 1):
+                if older[k] != held[k]:
+                    diff[k + 1] = older[k]
+            changed[name] = diff
             expected[name] = older
         if when < self._due_of.get(name, _NEVER):
             self._due_of[name] = when

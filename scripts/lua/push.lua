@@ -22,7 +22,7 @@
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[11+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[15+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
 --            optionally followed by "|<health>" and "|<ages>" (absent = nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
@@ -67,6 +67,7 @@
 --                 not hydrated)
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms).
+-- The ages' columns come from the worker's clock (it holds the enqueue times); no clock here.
 
 local unpack = table.unpack or unpack
 local call = redis.call

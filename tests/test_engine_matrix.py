@@ -1,4 +1,5 @@
-"""One test body over every engine: one Redis server, Sentinel, Cluster (G2, G5, G6, G7, G8).
+"""One test body over every engine: one Redis server, Sentinel, Cluster (G2, G5, G6, G7, G8);
+the queue shape too.
 
 Each test runs three times through `engine_url`; the Sentinel and Cluster runs carry the
 ``engines`` mark. The deployments are the session's shared ones (tests/engines.py), and
@@ -264,6 +265,32 @@ def test_a_killed_workers_queue_lease_is_released(
         )
     finally:
         live.close()
+
+
+def test_qshape_sums_two_workers_on_every_engine(
+    engine_url: str, engine: RedisEngine, namespace: str, leader: Flusher
+) -> None:
+    import time
+
+    names = [f"q{i}.example" for i in range(40)]  # spread over every shard (and node)
+    one = FederationTracker(engine_url, namespace=namespace, push_interval=3600)
+    two = FederationTracker(engine_url, namespace=namespace, push_interval=3600)
+    try:
+        now = time.time()
+        for name in names:
+            one.increment_queue(name)
+            two.increment_queue(name, enqueued_at=now - 700)  # column 20
+        two.increment_queue("q0.example", enqueued_at=now - 100_000)  # 1280+
+        one.push()
+        two.push()
+        shape = one.qshape(top=3)
+        assert shape[0] == ("q0.example", [3, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+        assert shape[1:] == [(n, [2, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0]) for n in sorted(names)[1:3]]
+        two.close()
+        assert one.qshape(top=1) == [("q0.example", [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0])]
+    finally:
+        one.close()
+        two.close()
 
 
 def test_the_api_names_the_engine_its_nodes_and_their_replicas(

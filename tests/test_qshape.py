@@ -10,9 +10,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from fedtrack_redis import FederationTracker, InvalidValueError, StatsReader
-from fedtrack_redis.keys import NamespaceKeys
+from fedtrack_redis import FederationTracker, InvalidValueError, StatsReader, scripts
+from fedtrack_redis.chunk import seal
+from fedtrack_redis.keys import NamespaceKeys, ShardKeys
 from fedtrack_redis.leases import reap_expired_leases
+from fedtrack_redis.qshape import read_qshape
 from servers import wait_for
 from tracker_helpers import domain_hash, finish_child, make_tracker, read_line, start_child
 
@@ -228,3 +230,51 @@ def test_a_bad_top_is_refused(make_tracker: MakeTracker, bad: object) -> None:
     tracker = make_tracker(push_interval=3600)
     with pytest.raises(InvalidValueError, match="top"):
         tracker.qshape(bad)  # type: ignore[arg-type]
+
+
+# -- the scripts alone (fakeredis's Lua and the real Redis's) --------------------------------
+
+
+def push_chunk(
+    client: redis.Redis,
+    shard: ShardKeys,
+    seq: int,
+    worker: str,
+    rows: dict[str, int],
+    ages: dict[str, dict[int, int]],
+) -> None:
+    client.set(shard.hydrated, "1")
+    taken = [(d, [0, 0, 0, 0, 0, 0, 0, 0, n, None]) for d, n in rows.items()]
+    chunk = seal(shard, seq, worker, 30_000, 600, taken, ages)
+    push = scripts.register(client, "push")
+    assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000])[0] == 1
+
+
+def test_push_and_release_keep_the_sums_exact_and_never_below_zero(
+    script_client: redis.Redis, namespace: str
+) -> None:
+    keys = NamespaceKeys(namespace)
+    shard = keys.shard_for("a.example")
+    push_chunk(script_client, shard, 1, "w1", {"a.example": 3}, {"a.example": {1: 2}})
+    push_chunk(script_client, shard, 1, "w2", {"a.example": 2}, {"a.example": {1: 1, 9: 1}})
+    assert script_client.hgetall(shard.qshape) == {"a.example|1": "3", "a.example|9": "1"}
+    assert script_client.hgetall(shard.lease_ages("w2")) == {"a.example|1": "1", "a.example|9": "1"}
+    assert script_client.zscore(shard.qshape_top, "a.example") == 5
+    assert read_qshape(script_client, keys).rows == [("a.example", row(5, c0=1, c1=3, c9=1))]
+    # absolute counts: the same columns again change nothing; a move is two fields
+    push_chunk(script_client, shard, 2, "w1", {}, {"a.example": {1: 2}})
+    push_chunk(script_client, shard, 3, "w1", {}, {"a.example": {1: 0, 2: 2}})
+    assert script_client.hgetall(shard.qshape) == {
+        "a.example|1": "1",
+        "a.example|2": "2",
+        "a.example|9": "1",
+    }
+    assert script_client.hgetall(shard.qshape_total) == {"1": "1", "2": "2", "9": "1"}
+    script_client.hset(shard.qshape, "a.example|9", 0)  # as if a sum had been lost
+    script_client.zadd(shard.leases, {"w2": 1})  # w2's lease expired
+    assert reap_expired_leases(script_client, keys) == 1
+    assert script_client.hgetall(shard.qshape) == {"a.example|2": "2"}  # never below 0
+    assert not script_client.exists(shard.lease_ages("w2"))
+    assert script_client.zscore(shard.qshape_top, "a.example") == 3
+    assert read_qshape(script_client, keys).rows == [("a.example", row(3, c0=1, c2=2))]
+    assert reap_expired_leases(script_client, keys) == 0  # exactly once

@@ -1,7 +1,8 @@
 """The hot path (G1): recording calls add to an in-process pending batch, nothing else.
 
 Every recording call validates its input, then takes one lock for a few dict and list
-operations: no I/O, no clock, no exception because a server is down. The pusher thread
+operations: no I/O, no clock (but the one read of `increment_queue`'s enqueue time), no
+exception because a server is down. The pusher thread
 swaps the batch out under the same lock (`Recorder.swap`) and sends it to Redis.
 
 Layout, chosen for speed and a small footprint (targets in benchmarks/RESULTS.md: ≤ 0.5 µs

@@ -176,6 +176,7 @@ def clear_namespace(engine: RedisEngine, keys: NamespaceKeys, *, page: int = 100
         workers = client.zrange(shard.leases, 0, -1)
         if workers:
             deleted += int(client.unlink(*(shard.lease(str(worker)) for worker in workers)))
+            deleted += int(client.unlink(*(shard.lease_ages(str(worker)) for worker in workers)))
         deleted += int(client.unlink(*shard.fixed()))
     policy = engine.node_for(keys.policy_meta)
     deleted += int(policy.unlink(keys.rules, keys.policy_meta))

@@ -139,7 +139,7 @@ def test_seal_appends_the_health_field_only_to_rows_with_outbound_outcomes() -> 
         ("b.example", [*base, 3]),  # a success, then one failure
         ("c.example", [*base, 0]),  # nothing health cares about
     ]
-    chunk = seal(shard, 1, "w", 30_000, 600, rows, "3,1000,4000,7,86400000;PUBLISH;ch;1")
+    chunk = seal(shard, 1, "w", 30_000, 600, rows, health="3,1000,4000,7,86400000;PUBLISH;ch;1")
     assert chunk.args[4].split("\n") == [
         "a.example||0,0,0,0,0,0,0,0,0||2",
         "b.example||0,0,0,0,0,0,0,0,0||s1",

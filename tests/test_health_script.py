@@ -40,7 +40,7 @@ class Pusher:
             for name, tail, healed in rows
         ]
         spec = POLICY.script_spec("PUBLISH", self.shard.health_feed)
-        chunk = seal(self.shard, self.seq, "w", 30_000, 600, pending, spec)
+        chunk = seal(self.shard, self.seq, "w", 30_000, 600, pending, health=spec)
         args = [*chunk.args, "", 100_000, chunk.health]
         if seed is not None:
             args[-1] = f"{seed};{chunk.health.partition(';')[2]}"

@@ -245,7 +245,7 @@ def push_chunk(
 ) -> None:
     client.set(shard.hydrated, "1")
     taken = [(d, [0, 0, 0, 0, 0, 0, 0, 0, n, None]) for d, n in rows.items()]
-    chunk = seal(shard, seq, worker, 30_000, 600, taken, ages)
+    chunk = seal(shard, seq, worker, 30_000, 600, taken, ages=ages)
     push = scripts.register(client, "push")
     assert push(keys=list(chunk.keys), args=[*chunk.args, "", 100_000])[0] == 1
 

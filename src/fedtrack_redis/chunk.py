@@ -125,6 +125,7 @@ def seal(
     lease_ttl_ms: int,
     ack_retention_s: int,
     taken: Iterable[tuple[str, Pending]],
+    *,
     health: str = "",
     ages: Mapping[str, Mapping[int, int]] | None = None,
 ) -> Chunk:

@@ -8,7 +8,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from fedtrack_redis import FederationTracker
+import sqlalchemy as sa
+
+from fedtrack_redis import FederationTracker, HealthPolicy
+from fedtrack_redis.engine import RedisEngine
+from fedtrack_redis.health.events import copy_events
+from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.api.app import create_app
 from fedtrack_redis.config import Settings
 from fedtrack_redis.history import FIVE
@@ -104,3 +109,32 @@ def test_watching_round_trips(client: TestClient) -> None:
     gone = client.delete("/api/federation/servers/b.example/watch", headers=AUTH).json()
     assert gone == {"domain": "b.example", "watched": False, "changed": True}
     assert client.get("/api/federation/watched", headers=AUTH).json() == {"domains": []}
+
+
+def test_a_domain_history_carries_its_health_changes_in_the_window(
+    client: TestClient,
+    make_tracker: Callable[..., FederationTracker],
+    clock: Clock,
+    migrated_postgres_url: str,
+    redis_url: str,
+    namespace: str,
+) -> None:
+    tracker = make_tracker(health=HealthPolicy(failures=2, backoff_min=60.0))
+    tracker.record_failure("down.example", "SMTP")
+    tracker.record_failure("down.example", "SMTP")
+    tracker.push()
+    went_down = clock.now
+    clock.advance(120)
+    tracker.record_success("down.example", 50, "SMTP")
+    tracker.push()
+    path = "/api/federation/servers/down.example/history"
+    assert client.get(path, headers=AUTH).json()["health"] == []  # not copied yet
+    database = sa.create_engine(migrated_postgres_url)
+    assert copy_events(RedisEngine.open(redis_url), NamespaceKeys(namespace), database, []) == 2
+    database.dispose()
+    data = client.get(path, headers=AUTH).json()
+    assert data["health"] == [
+        {"at": went_down, "from": "healthy", "to": "backoff"},
+        {"at": went_down + 120, "from": "backoff", "to": "healthy"},
+    ]
+    assert "health" not in client.get("/api/federation/history", headers=AUTH).json()

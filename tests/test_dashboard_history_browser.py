@@ -12,10 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from fedtrack_redis import FederationTracker
+from fedtrack_redis.config import Settings
+from fedtrack_redis.engine import RedisEngine
+from fedtrack_redis.health.events import copy_events
 from fedtrack_redis.history import FIVE
+from fedtrack_redis.keys import NamespaceKeys
 from history_helpers import Clock, clock
 from test_dashboard_browser import ARTIFACTS, TOKEN, Watched, page, served, settings, watched
 from tracker_helpers import make_tracker
@@ -55,11 +60,20 @@ def check_charts(page: Page, served: str, window: str, domain: str | None = None
         assert [start for start, _ in drawn] == [b["start"] for b in buckets]
         assert [v for _, v in drawn] == pytest.approx([rate(b) for b in buckets], abs=1e-12)
         assert any(v for _, v in delivered) and any(v for _, v in drawn)
+        if prefix == "chart-domain":  # the domain's health changes are marked on its charts
+            first, last = buckets[0]["start"], buckets[-1]["start"] + api["width"]
+            shown = [c["at"] for c in api["health"] if first <= c["at"] < last]
+            for chart in ("deliveries", "failures"):
+                marks: list[str] = page.eval_on_selector_all(
+                    f"#{prefix}-{chart} line.health-mark", "els => els.map(e => e.dataset.at)"
+                )
+                assert [int(at) for at in marks] == shown
 
 
 @pytest.mark.slow
 def test_history_charts_equal_the_api(
     served: str,
+    settings: Settings,
     watched: Watched,
     make_tracker: Callable[..., FederationTracker],
     clock: Clock,
@@ -77,6 +91,19 @@ def test_history_charts_equal_the_api(
         tracker.record_success("broken.example", 900, "HTTP")
         tracker.record_success("inbound.example", 10)
         tracker.push()
+    now = time.time()  # messages in flight, for the queue shape beside the charts
+    clock.set(int(now))  # leases expire by the real clock
+    for minutes in (1, 2, 7, 12, 45, 300):
+        tracker.increment_queue("alpha.example", enqueued_at=now - minutes * 60)
+    for minutes in (3, 1500):
+        tracker.increment_queue("broken.example", enqueued_at=now - minutes * 60)
+    tracker.push()
+    # alpha's three failures after its successes (every fourth push) hold it back, its next
+    # successes heal it: the leader copies those changes into the database
+    engine = RedisEngine.open(settings.redis_url)
+    database = sa.create_engine(settings.database_url)
+    copy_events(engine, NamespaceKeys(settings.namespace), database, [])
+    database.dispose()
     page = watched.page
     page.goto(served + "/")
     page.fill("#token-input", TOKEN)
@@ -89,6 +116,7 @@ def test_history_charts_equal_the_api(
     page.locator('#servers tr[data-domain="alpha.example"]').click()
     check_charts(page, served, "7d", "alpha.example")
     assert page.locator("#chart-domain-deliveries rect.point").count() == 2016
+    assert page.locator("#chart-domain-deliveries line.health-mark").count() >= 2
     page.select_option("#window", "1h")
     check_charts(page, served, "1h", "alpha.example")
     assert page.locator("#chart-domain-deliveries rect.point").count() == 12

@@ -22,6 +22,8 @@ from ..store.schema import federation_health_events, federation_webhook_deliveri
 
 #: Stream entries read per shard per round.
 PAGE = 500
+#: Most state changes one domain's history shows (the newest of its window).
+MARKS = 200
 
 
 def event_payload(shard: int, stream_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -108,6 +110,23 @@ def _copy_shard(engine: RedisEngine, shard: ShardKeys, db: sa.Engine, urls: list
         )
     client.hset(shard.health_meta, "cursor", _text(entries[-1][0]))
     return len(entries)
+
+
+def domain_changes(
+    db: sa.Engine, domain: str, since: int, limit: int = MARKS
+) -> list[dict[str, Any]]:
+    """`domain`'s state changes at or after `since` (unix seconds), oldest first: the
+    newest `limit` of them, from the database copy (indexed by domain and time)."""
+    table = federation_health_events
+    query = (
+        sa.select(table.c.at, table.c.from_state, table.c.to_state)
+        .where(table.c.domain == domain, table.c.at >= since)
+        .order_by(table.c.at.desc(), table.c.id.desc())
+        .limit(limit)
+    )
+    with db.connect() as connection:
+        rows = connection.execute(query).all()
+    return [{"at": int(at), "from": old, "to": new} for at, old, new in reversed(rows)]
 
 
 def _insert_new(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -6,17 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import sqlalchemy as sa
-
 from fedtrack_redis import FederationTracker, HealthPolicy
-from fedtrack_redis.engine import RedisEngine
-from fedtrack_redis.health.events import copy_events
-from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.api.app import create_app
 from fedtrack_redis.config import Settings
+from fedtrack_redis.engine import RedisEngine
+from fedtrack_redis.health.events import copy_events
 from fedtrack_redis.history import FIVE
+from fedtrack_redis.keys import NamespaceKeys
 from history_helpers import Clock, clock
 from tracker_helpers import make_tracker
 

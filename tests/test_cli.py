@@ -230,6 +230,9 @@ def test_an_unreachable_database_never_shows_its_password(
     caplog: pytest.LogCaptureFixture,
     args: tuple[str, ...],
 ) -> None:
+    from fedtrack_redis.policy import writer
+
+    monkeypatch.setattr(writer, "INIT_DATABASE_PATIENCE", 0.5)  # start-up retries: not 30 s
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("FEDTRACK_DATABASE_URL", UNREACHABLE_DATABASE)
     monkeypatch.setenv("FEDTRACK_ADMIN_TOKEN", CLI_TOKEN)

@@ -157,7 +157,10 @@ def test_a_killed_worker_loses_at_most_its_last_push_interval(
     progress: list[tuple[float, int]] = []
     try:
         assert child.stdout is not None
+        first = child.stdout.readline()  # the worker runs (its imports may take a second)
+        assert first, "the worker died"
         started = time.monotonic()
+        progress.append((started, int(first)))
         while time.monotonic() - started < 2.0:
             line = child.stdout.readline()
             assert line, "the worker died"

@@ -334,6 +334,23 @@ def test_election_one_leader_then_handover(pg_engine: sa.Engine, make_flusher: M
         assert leaders(flushers) == 1
 
 
+def test_a_leader_whose_trust_ran_out_between_calls_keeps_its_lock(
+    redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, make_flusher: MakeFlusher
+) -> None:
+    """flush_once() with no renewal thread: a long pause between two calls lets the
+    process's own trust in the lock run out before Redis expires the key; the lock is
+    still ours, so the next call extends it and flushes instead of waiting for it."""
+    flusher = make_flusher(engine)
+    assert flusher.flush_once() == 0
+    election = flusher._election
+    assert election is not None
+    election._valid_until = 0.0  # as after a pause longer than the trusted part of the TTL
+    assert not flusher.is_leader
+    push(redis_client, keys, "w", 1, event_deltas(1, ["a.example", "b.example"]))
+    assert flusher.flush_once() == 2
+    assert flusher.is_leader
+
+
 def test_standby_flush_once_returns_zero(
     redis_client: redis.Redis, keys: NamespaceKeys, engine: sa.Engine, make_flusher: MakeFlusher
 ) -> None:

@@ -101,7 +101,7 @@
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
 -- one SMISMEMBER of `seen` per chunk, a few calls per domain and bucket, nothing per
 -- event. Both are written inside the at-most-once apply, so every series sum is exact.
--- The blocks between "-- series:begin" and "-- series:end" are the history's alone (the
+-- The blocks between the series:begin and series:end marks are the history's alone (the
 -- benchmark cuts them out to measure the push without the series).
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
 -- Clock: the Redis server's TIME (last_active and ackseen in seconds, lease expiry in ms,

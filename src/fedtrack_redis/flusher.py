@@ -172,8 +172,10 @@ class Flusher:
                 self._check_identity()
                 election = self._connect()
                 for _attempt in range(2):  # once more if fenced out by a hydration
-                    if election.is_leader:
-                        election.renew()  # also notices a lock lost with Redis's data
+                    # extends our lock while Redis still holds it, even when this
+                    # process's trust in it ran out between two calls; notices a lock
+                    # lost with Redis's data or taken by another flusher
+                    election.renew()
                     if not election.is_leader and election.try_acquire() > 0:
                         return 0
                     self._lead()

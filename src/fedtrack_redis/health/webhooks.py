@@ -23,10 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 
 from ..engine import RedisEngine
-from ..errors import ConfigurationError
+from ..errors import BackendUnavailableError, ConfigurationError
 from ..keys import NamespaceKeys
 from ..metrics import THREAD_ERRORS
 from ..store.schema import federation_health_events, federation_webhook_deliveries
@@ -129,9 +130,12 @@ class HealthDispatcher:
                 continue
             try:
                 self.round()
-            except Exception as exc:  # Redis or the database away: next round
+            except (redis.RedisError, sa.exc.DBAPIError, BackendUnavailableError) as exc:
+                # Redis or the database away (a failover, a restart): the next round
+                log.warning("health events: round failed (%s); next round", type(exc).__name__)
+            except Exception:  # never let the thread die; count what nobody expected
                 THREAD_ERRORS.labels("webhooks").inc()
-                log.warning("health events: round failed (%s: %s)", type(exc).__name__, exc)
+                log.exception("health events: unexpected error; next round")
 
     def round(self, now: float | None = None) -> int:
         """Copy new events, then send what is due; the deliveries made."""

@@ -292,7 +292,9 @@ def test_while_fewer_replicas_than_asked_exist_pushes_wait_bounded_and_visibly(
         with pytest.raises(BackendUnavailableError):
             tracker.push(timeout=1.5)
         assert tracker.push_stats.unreplicated >= 1
-        assert 0 < tracker._pusher.pending_domains() <= 50  # bounded by domains
+        # bounded by domains: each at most twice, in the sealed chunk that waits for its
+        # replicas and in the pending deltas behind it
+        assert 0 < tracker._pusher.pending_domains() <= 2 * 50
         wait_for(lambda: PUSH_PENDING._value.get() > 0, 5, "the pending gauge shows it")
         status = describe(engine, keys)
         assert status["enough_replicas"] is False

@@ -48,9 +48,9 @@ from .store.schema import COUNTER_COLUMNS
 
 log = logging.getLogger("fedtrack_redis.hydrate")
 
-#: Domains per ``hydrate.lua`` call: about 5 ms of Redis time each on a busy 2-core host
-#: (500 took 10.6 ms there, over the 10 ms bound of every Redis call).
-CHUNK_DOMAINS = 250
+#: Domains per ``hydrate.lua`` call: a few ms of Redis time each on a busy 2-core host
+#: (500 took 10.6 ms there and 250 up to 11.7 ms, over the 10 ms bound of every call).
+CHUNK_DOMAINS = 125
 #: A database read older than this (seconds, Redis clock) is read again before applying.
 MAX_READ_AGE = 30.0
 #: Bound on the database's waits (for the fencing token row) while reading.

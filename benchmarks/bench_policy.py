@@ -18,14 +18,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import random
 import time
 from collections.abc import Callable
 from typing import Any
-
-import redis
 
 from benchmarks.bench_propagation import PROCESSES, run_mode
 from benchmarks.bench_rules import compile_reference, mixed_rules, raw_names, reference
@@ -35,6 +32,7 @@ from benchmarks.common import (
     median,
     percentile,
     scratch_database,
+    server_calls,
     standalone_main,
 )
 from benchmarks.report import Report
@@ -105,28 +103,6 @@ def _batch_ns(loop: Callable[[], None], batches: int, size: int) -> float:
     return median(samples)
 
 
-@contextlib.contextmanager
-def _slowlog(env: Env) -> Any:
-    """Every command's server time while the block runs (our own Redis only)."""
-    entries: list[dict[str, Any]] = []
-    if not env.own_redis:
-        yield entries
-        return
-    client = redis.Redis.from_url(env.redis_url)
-    old = client.config_get("slowlog-*")
-    client.config_set("slowlog-log-slower-than", 0)
-    client.config_set("slowlog-max-len", 1_000_000)
-    client.slowlog_reset()
-    try:
-        yield entries
-        entries.extend(client.slowlog_get(1_000_000))
-    finally:
-        for name, value in old.items():
-            client.config_set(name, value)
-        client.slowlog_reset()
-        client.close()
-
-
 def bench_store(env: Env, report: Report, count: int) -> None:
     rng = random.Random(count)
     rules = mixed_rules(count, rng)
@@ -139,7 +115,7 @@ def bench_store(env: Env, report: Report, count: int) -> None:
             try:
                 ops: list[tuple[str, float]] = []
                 reader.add_listener(lambda change: ops.append((change.op, time.perf_counter())))
-                with _slowlog(env) as calls:
+                with server_calls(env) as calls:
                     start = time.perf_counter()
                     report_ = writer.import_rules(rules, target=f"bench-{count}.json")
                     import_s = time.perf_counter() - start

@@ -140,6 +140,29 @@ def bench_env(quick: bool, redis_url: str | None = None) -> Iterator[Env]:
 # -- timing helpers --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def server_calls(env: Env) -> Iterator[list[dict[str, Any]]]:
+    """Every command's server time (SLOWLOG entries, ``duration`` in µs) while the block
+    runs; our own Redis only (empty otherwise)."""
+    entries: list[dict[str, Any]] = []
+    if not env.own_redis:
+        yield entries
+        return
+    client = redis.Redis.from_url(env.redis_url)
+    old = client.config_get("slowlog-*")
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    try:
+        yield entries
+        entries.extend(client.slowlog_get(1_000_000))
+    finally:
+        for name, value in old.items():
+            client.config_set(name, value)
+        client.slowlog_reset()
+        client.close()
+
+
 def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
     """(calls, total µs) of EVALSHA on the server so far (INFO commandstats; read-only)."""
     stats = client.info("commandstats").get("cmdstat_evalsha", {})

@@ -384,3 +384,55 @@ def test_the_policy_keys_name_the_database_too(
     with pytest.raises(DatabaseMismatchError):
         hydrate.hydrate_shards(redis_client, keys, other_engine)
     assert hydrate.missing_shards(redis_client, keys) == list(range(SHARDS))
+
+
+def test_hydration_restores_the_shard_totals_and_top_lists_the_reads_use(
+    redis_client: redis.Redis,
+    keys: NamespaceKeys,
+    engine: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Totals and top lists go with each shard's last chunk (computed from all its rows),
+    so what the reads show equals a look at every row; a chunk refused mid-batch stops
+    the shard without adding twice."""
+    from fedtrack_redis import reads
+
+    monkeypatch.setattr(hydrate, "CHUNK_DOMAINS", 3)
+    monkeypatch.setattr(hydrate, "TOP_SIZE", 5)
+    rows = make_rows(300)
+    write_rows(engine, rows)
+    identity, plans = read_plans(redis_client, keys, engine, [0])
+    now = int(redis_client.time()[0])
+    # a refused chunk in the middle of a batch: a foreign plan is in progress
+    assert hydrate.apply_chunk(runner(redis_client), keys.shards[0], plans[0], 0, now, identity)
+    other = hydrate._Plan(plans[0].chunks, plans[0].acks, "0" * 32)
+    assert hydrate._apply(runner(redis_client), keys.shards[0], other, now, identity) == (0, False)
+    redis_client.delete(
+        *(keys.shards[0].domain(line.split("\t")[0]) for line in plans[0].chunks[0])
+    )
+    redis_client.delete(keys.shards[0].hydrating, keys.shards[0].active)
+
+    assert hydrate.hydrate_shards(redis_client, keys, engine) == len(rows)
+    summed = reads.totals(redis_client, keys)
+    expected = totals({d: {**r, "queued_messages": 0} for d, r in rows.items()})
+    assert {name: summed.get(name, 0) for name in expected} == expected
+    assert summed["domains"] == len(rows)
+
+    def failures(row: dict[str, Any]) -> int:
+        return int(row["failed_http"] + row["failed_https"] + row["failed_smtp"])
+
+    for shard in keys.shards:
+        in_shard = {d: r for d, r in rows.items() if shard_of(d) == shard.shard}
+        best = sorted(((failures(r), d) for d, r in in_shard.items() if failures(r)), reverse=True)
+        top = redis_client.zrevrange(shard.top_failures, 0, -1, withscores=True)
+        assert [(int(score), domain) for domain, score in top] == best[:5]
+        slowest = sorted(
+            (
+                (r["total_latency_ms"] / r["successful_deliveries"], d)
+                for d, r in in_shard.items()
+                if r["successful_deliveries"]
+            ),
+            reverse=True,
+        )
+        top = redis_client.zrevrange(shard.top_latency, 0, -1, withscores=True)
+        assert [(score, domain) for domain, score in top] == slowest[:5]

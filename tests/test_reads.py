@@ -139,15 +139,19 @@ def test_top_lists_stay_bounded(
         assert [s.domain for s in got] == [f"f{i}.example" for i in range(399, 394, -1)]
 
 
-def test_a_top_list_refresh_writes_members_and_only_the_best_newcomers() -> None:
+def test_a_top_list_refresh_writes_changed_members_and_only_the_best_newcomers() -> None:
     from fedtrack_redis.tops import _List
 
-    item = _List("top", members={"old.example", "low.example"}, lowest=1.0, full=False)
-    for index in range(1_000):
-        item.offer(f"n{index}.example", float(index + 1))
-    item.offer("old.example", 0.5)  # a member's new score is written however low
+    members = {"old.example": 2.0, "low.example": 1.0, "same.example": 3.0}
+    item = _List("top", members=members, lowest=1.0, full=False)
+    item.offer(
+        [f"n{index}.example" for index in range(1_000)], [index + 1.0 for index in range(1_000)]
+    )
+    # a member's new score is written however low; an unchanged one is not sent again
+    item.offer(["old.example", "same.example"], [0.5, 3.0])
     written = item.to_write(size=10)
     newcomers = sorted((d for d in written if d not in item.members), key=written.__getitem__)
     assert newcomers == [f"n{index}.example" for index in range(990, 1_000)]
     assert written["old.example"] == 0.5
+    assert "same.example" not in written
     assert len(written) == 11

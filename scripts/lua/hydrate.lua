@@ -6,7 +6,9 @@
 -- domain; the rows of a shard cannot change while it is not hydrated, since no flush of
 -- it runs), and `digest` identifies the whole plan so chunks of two different reads are
 -- never mixed. Everything is ADDITIVE: counters with HINCRBY (or one HSET when the hash
--- does not exist yet, which is the same thing), `last_active` as a maximum.
+-- does not exist yet, which is the same thing), `last_active` as a maximum. The
+-- hydrator sends each domain's fields ready to write, and the shard's totals and top
+-- lists (computed from all its rows) with the last chunk, so the script only writes.
 --
 -- KEYS[1]   hydrated marker   fedtrack:{<ns>:<SS>}:hydrated  (string, set by the last chunk)
 -- KEYS[2]   progress hash     fedtrack:{<ns>:<SS>}:hydrating (next, chunks, digest)
@@ -16,19 +18,23 @@
 -- KEYS[6]   totals            fedtrack:{<ns>:<SS>}:totals    (the shard's sums)
 -- KEYS[7]   top failures      fedtrack:{<ns>:<SS>}:top:failures
 -- KEYS[8]   top latency       fedtrack:{<ns>:<SS>}:top:latency
--- KEYS[9..] domain hashes     fedtrack:{<ns>:<SS>}:d:<domain>, one per line of ARGV[8]
+-- KEYS[9..] domain hashes     fedtrack:{<ns>:<SS>}:d:<domain>, one per domain record
 -- ARGV[1]   chunk index (0-based)
 -- ARGV[2]   number of chunks in the plan (>= 1; an empty shard is one empty chunk)
 -- ARGV[3]   plan digest (same for every hydrator reading the same rows)
 -- ARGV[4]   read_at: this server's TIME (seconds) taken before the database was read
 -- ARGV[5]   max age (seconds) of a read that may still be applied
 -- ARGV[6]   acks to restore, "worker,seq,worker,seq..." (last chunk only, else "")
--- ARGV[7]   counter names in stats-line order, comma-separated; "-" = not restored
---           (queued_messages: a gauge that live workers re-assert)
--- ARGV[8]   the chunk's stats lines joined by "\n", in KEYS[6..] order, each
---           "domain\t<counters>\t<last_active|\N>\t<bucket:count,...>" ("" when empty)
--- ARGV[9]   the identity of the database read (G11): the marker's value once hydrated
--- ARGV[10]  size of each top list
+-- ARGV[7]   the identity of the database read (G11): the marker's value once hydrated
+-- ARGV[8]   size of each top list
+-- ARGV[9]   the shard's totals, "field\tsum\t..." (last chunk only, else "")
+-- ARGV[10]  the shard's most failing domains, "failures\tdomain\t..." (last chunk only)
+-- ARGV[11]  the shard's slowest domains, "mean latency\tdomain\t..." (last chunk only)
+-- ARGV[12..] one record per domain hash, in KEYS[9..] order: the domain, its last_active
+--           ("" when never active), the number n of field arguments, then n arguments:
+--           field, value, ... (the non-zero counters except queued_messages, a gauge that
+--           live workers re-assert, and the non-zero latency buckets h<bucket>). Arguments,
+--           not a text to split: splitting in Lua took half the script's time.
 --
 -- Returns  2  the marker is present: the shard is hydrated, nothing done
 --          1  chunk applied (the last chunk also restored the acks and set the marker)
@@ -77,66 +83,25 @@ local function split(text, sep)
   end
 end
 
-local names = split(ARGV[7], ',')
-local ncounters = #names
--- one stats line: domain, the counters, last_active, histogram (ncounters + 3 fields)
-local pattern = '^([^\t]*)' .. string.rep('\t([^\t]*)', ncounters + 2) .. '$'
-local match, gmatch, call = string.match, string.gmatch, redis.call
-local fields = {}
-local scored = {}
-local nscored = 0
-local sums = {}
-local failing, slow = {}, {}
-local column = {}
-for c = 1, ncounters do
-  column[names[c]] = c
-end
-local i = 8
-for line in gmatch(ARGV[8], '[^\n]+') do
-  i = i + 1
-  local key = KEYS[i]
-  local f = {match(line, pattern)}
-  local n = 0
-  for c = 1, ncounters do
-    local value = f[c + 1]
-    if value ~= '0' and names[c] ~= '-' then
-      fields[n + 1] = names[c]
-      fields[n + 2] = value
-      n = n + 2
-      sums[names[c]] = (sums[names[c]] or 0) + tonumber(value)
-    end
-  end
-  for bucket, count in gmatch(f[ncounters + 3], '(%d+):(%d+)') do
-    fields[n + 1] = 'h' .. bucket
-    fields[n + 2] = count
-    n = n + 2
-    sums['h' .. bucket] = (sums['h' .. bucket] or 0) + tonumber(count)
-  end
-  local failures = tonumber(f[column['failed_http'] + 1]) + tonumber(f[column['failed_https'] + 1])
-    + tonumber(f[column['failed_smtp'] + 1])
-  if failures > 0 then
-    failing[#failing + 1] = failures
-    failing[#failing + 1] = f[1]
-  end
-  local successes = tonumber(f[column['successful_deliveries'] + 1])
-  if successes > 0 then
-    slow[#slow + 1] = tonumber(f[column['total_latency_ms'] + 1]) / successes
-    slow[#slow + 1] = f[1]
-  end
-  local last_active = f[ncounters + 2]
-  local active = last_active ~= '\\N' and last_active ~= '0'
+local call = redis.call
+local scored, nscored = {}, 0
+local at = 12
+for i = 9, #KEYS do
+  local key, domain, last_active = KEYS[i], ARGV[at], ARGV[at + 1]
+  local first = at + 3
+  at = first + tonumber(ARGV[at + 2])
+  local active = last_active ~= ''
   if call('EXISTS', key) == 0 then
-    if active then
-      fields[n + 1] = 'last_active'
-      fields[n + 2] = last_active
-      n = n + 2
-    end
-    if n > 0 then
-      call('HSET', key, unpack(fields, 1, n))
+    if active and at > first then
+      call('HSET', key, 'last_active', last_active, unpack(ARGV, first, at - 1))
+    elseif active then
+      call('HSET', key, 'last_active', last_active)
+    elseif at > first then
+      call('HSET', key, unpack(ARGV, first, at - 1))
     end
   else
-    for j = 1, n, 2 do
-      call('HINCRBY', key, fields[j], fields[j + 1])
+    for j = first, at - 1, 2 do
+      call('HINCRBY', key, ARGV[j], ARGV[j + 1])
     end
     if active then
       local current = tonumber(call('HGET', key, 'last_active') or '0')
@@ -147,30 +112,37 @@ for line in gmatch(ARGV[8], '[^\n]+') do
   end
   if active then
     scored[nscored + 1] = last_active
-    scored[nscored + 2] = f[1]
+    scored[nscored + 2] = domain
     nscored = nscored + 2
   end
 end
 if nscored > 0 then
   call('ZADD', KEYS[3], 'GT', unpack(scored, 1, nscored))
 end
-for name, value in pairs(sums) do
-  call('HINCRBY', KEYS[6], name, value)
+
+if index < chunks - 1 then
+  redis.call('HSET', KEYS[2], 'next', index + 1, 'chunks', chunks, 'digest', ARGV[3])
+  return 1
 end
-local top = tonumber(ARGV[10])
-for k, list in pairs({[7] = failing, [8] = slow}) do
-  if #list > 0 then
-    call('ZADD', KEYS[k], unpack(list))
+
+if ARGV[9] ~= '' then
+  local sums = split(ARGV[9], '\t')
+  for j = 1, #sums, 2 do
+    call('HINCRBY', KEYS[6], sums[j], sums[j + 1])
+  end
+end
+local top = tonumber(ARGV[8])
+for k, list in pairs({[7] = ARGV[10], [8] = ARGV[11]}) do
+  if list ~= '' then
+    local members = split(list, '\t')
+    for j = 1, #members, 1000 do  -- ZADD in slices: unpack has a limit
+      call('ZADD', KEYS[k], unpack(members, j, math.min(j + 999, #members)))
+    end
     local size = call('ZCARD', KEYS[k])
     if size > top then
       call('ZREMRANGEBYRANK', KEYS[k], 0, size - top - 1)
     end
   end
-end
-
-if index < chunks - 1 then
-  redis.call('HSET', KEYS[2], 'next', index + 1, 'chunks', chunks, 'digest', ARGV[3])
-  return 1
 end
 
 if ARGV[6] ~= '' then
@@ -185,6 +157,6 @@ if ARGV[6] ~= '' then
     redis.call('ZADD', KEYS[5], 'NX', now, acks[j])
   end
 end
-redis.call('SET', KEYS[1], ARGV[9])
+redis.call('SET', KEYS[1], ARGV[7])
 redis.call('DEL', KEYS[2])
 return 1

@@ -29,19 +29,22 @@ which bounds how stale a frozen hydrator's data can be when it wakes up.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import sqlalchemy as sa
 
+from .ahead import send_ahead
 from .chunk import TOP_SIZE
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, FedtrackError
 from .identity import IdentityGuard, read_database_id
 from .keys import SHARDS, NamespaceKeys, ShardKeys, shard_of
-from .scripts import Scripts
+from .scripts import REDIRECTS, Scripts
 from .store import migrate
 from .store import stats as store
 from .store.schema import COUNTER_COLUMNS
@@ -57,9 +60,20 @@ MAX_READ_AGE = 30.0
 DATABASE_TIMEOUT = 15.0
 MAX_ATTEMPTS = 5
 
-#: Counter names in stats-line order for ``hydrate.lua``: ``-`` marks a column that is
-#: not restored (``queued_messages`` is a gauge that live workers re-assert).
-_RESTORED = ",".join("-" if name == "queued_messages" else name for name in COUNTER_COLUMNS)
+#: Chunks sent together; one such batch is in flight while the next is built.
+CHUNKS_PER_BATCH = 4
+#: (position in a stats line, field) of the counters restored: all but
+#: ``queued_messages``, a gauge that live workers re-assert.
+_RESTORED = [
+    (position, name)
+    for position, name in enumerate(COUNTER_COLUMNS, start=1)
+    if name != "queued_messages"
+]
+_FAILED = [
+    COUNTER_COLUMNS.index(name) + 1 for name in ("failed_http", "failed_https", "failed_smtp")
+]
+_SUCCESSES = COUNTER_COLUMNS.index("successful_deliveries") + 1
+_LATENCY = COUNTER_COLUMNS.index("total_latency_ms") + 1
 
 # hydrate.lua status codes
 _DONE, _APPLIED, _SKIPPED = 2, 1, 0
@@ -232,13 +246,69 @@ def _read_plans(
     return identity, plans
 
 
-def apply_chunk(
-    runner: Scripts, shard: ShardKeys, plan: _Plan, index: int, read_at: int, identity: str
-) -> int:
-    """Run ``hydrate.lua`` for chunk `index` of `plan`; return its status code."""
+class _Summary:
+    """A shard's totals and top lists, gathered from its chunks as they are sent; its
+    last chunk carries them (hydrate.lua adds them once, with the marker)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, int] = {}
+        self.failing: list[tuple[int, str]] = []
+        self.slow: list[tuple[float, str]] = []
+
+    def records(self, chunk: list[str]) -> list[str]:
+        """The chunk's domain records for hydrate.lua (ARGV[12..]), summed up here."""
+        sums: dict[str, int] = self.sums
+        out: list[str] = []
+        for line in chunk:
+            parts = line.split("\t")
+            domain = parts[0]
+            fields: list[str] = []
+            for position, name in _RESTORED:
+                value = parts[position]
+                if value != "0":
+                    fields += (name, value)
+                    sums[name] = sums.get(name, 0) + int(value)
+            if parts[-1]:
+                for item in parts[-1].split(","):
+                    bucket, _, count = item.partition(":")
+                    fields += ("h" + bucket, count)
+                    sums["h" + bucket] = sums.get("h" + bucket, 0) + int(count)
+            failures = sum(int(parts[position]) for position in _FAILED)
+            if failures > 0:
+                self.failing.append((failures, domain))
+            if parts[_SUCCESSES] != "0":
+                self.slow.append((int(parts[_LATENCY]) / int(parts[_SUCCESSES]), domain))
+            last_active = parts[-2]
+            active = "" if last_active in (store.NULL, "0") else last_active
+            out += (domain, active, str(len(fields)), *fields)
+        return out
+
+    def texts(self) -> list[str]:
+        """ARGV[9..11]: the totals and the `TOP_SIZE` best of each top list."""
+        sums = "\t".join(f"{name}\t{total}" for name, total in self.sums.items())
+        return [
+            sums,
+            *(_scored(heapq.nlargest(TOP_SIZE, items)) for items in (self.failing, self.slow)),
+        ]
+
+
+def _scored(items: list[tuple[Any, str]]) -> str:
+    return "\t".join(f"{score}\t{domain}" for score, domain in items)
+
+
+def _chunk_call(
+    shard: ShardKeys,
+    plan: _Plan,
+    index: int,
+    read_at: int,
+    identity: str,
+    summary: _Summary,
+) -> tuple[list[str], list[str | int | float]]:
+    """The keys and arguments of ``hydrate.lua`` for chunk `index` of `plan`; `summary`
+    has seen the chunks before it."""
     chunk = plan.chunks[index]
     last = index == len(plan.chunks) - 1
-    fixed = [
+    keys = [
         shard.hydrated,
         shard.hydrating,
         shard.active,
@@ -247,8 +317,9 @@ def apply_chunk(
         shard.totals,
         shard.top_failures,
         shard.top_latency,
+        *[shard.domain(line[: line.index("\t")]) for line in chunk],
     ]
-    domain_keys = [shard.domain(line[: line.index("\t")]) for line in chunk]
+    records = summary.records(chunk)
     args: list[str | int | float] = [
         index,
         len(plan.chunks),
@@ -256,33 +327,68 @@ def apply_chunk(
         read_at,
         MAX_READ_AGE,
         plan.acks if last else "",
-        _RESTORED,
-        "\n".join(chunk),
         identity,
         TOP_SIZE,
+        *(summary.texts() if last else ("", "", "")),
+        *records,
     ]
-    return int(runner.run("hydrate", fixed + domain_keys, args))
+    return keys, args
+
+
+def apply_chunk(
+    runner: Scripts, shard: ShardKeys, plan: _Plan, index: int, read_at: int, identity: str
+) -> int:
+    """Run ``hydrate.lua`` for chunk `index` of `plan` alone; return its status code."""
+    summary = _Summary()
+    if index == len(plan.chunks) - 1:
+        for earlier in plan.chunks[:index]:
+            summary.records(earlier)
+    keys, args = _chunk_call(shard, plan, index, read_at, identity, summary)
+    return int(runner.run("hydrate", keys, args))
 
 
 def _apply(
     runner: Scripts, shard: ShardKeys, plan: _Plan, read_at: int, identity: str
 ) -> tuple[int, bool]:
-    """Apply a plan's chunks in order; return (domains restored, shard done)."""
-    restored = 0
-    for index, chunk in enumerate(plan.chunks):
-        code = apply_chunk(runner, shard, plan, index, read_at, identity)
-        if code == _DONE:
-            return restored, True
-        if code == _APPLIED:
-            restored += len(chunk)
-            if index == len(plan.chunks) - 1:
-                log.debug("shard %02d hydrated (%d domains)", shard.shard, restored)
-        elif code != _SKIPPED:
-            log.warning(
-                "hydrating shard %02d: chunk %d refused (%s); reading the database again",
-                shard.shard,
-                index,
-                _OUTCOMES.get(code, f"code {code}"),
-            )
-            return restored, False
+    """Apply a plan's chunks in order; return (domains restored, shard done).
+
+    The chunks go out in batches, the next one built while Redis applies the one before
+    (`ahead.send_ahead`). A refused chunk stops the sending; the chunks already sent after
+    it are refused in turn (each names its index), so nothing is applied twice."""
+    client = runner.engine.node_for(shard.hydrated)
+    sha = runner.load(client, "hydrate")
+    summary = _Summary()
+
+    def batches() -> Iterator[list[list[Any]]]:
+        for start in range(0, len(plan.chunks), CHUNKS_PER_BATCH):
+            batch = []
+            for index in range(start, min(start + CHUNKS_PER_BATCH, len(plan.chunks))):
+                keys, args = _chunk_call(shard, plan, index, read_at, identity, summary)
+                batch.append(["EVALSHA", sha, len(keys), *keys, *args])
+            yield batch
+
+    restored, index = 0, 0
+    ahead = send_ahead(client, batches())
+    try:
+        for replies in ahead:
+            for code in map(int, replies):
+                if code == _DONE:
+                    return restored, True
+                if code == _APPLIED:
+                    restored += len(plan.chunks[index])
+                elif code != _SKIPPED:
+                    log.warning(
+                        "hydrating shard %02d: chunk %d refused (%s); reading the database again",
+                        shard.shard,
+                        index,
+                        _OUTCOMES.get(code, f"code {code}"),
+                    )
+                    return restored, False
+                index += 1
+    except REDIRECTS:
+        runner.engine.refresh()  # the next attempt asks the cluster where the shard is
+        raise
+    finally:
+        ahead.close()  # chunks still in flight are refused by index, nothing twice
+    log.debug("shard %02d hydrated (%d domains)", shard.shard, restored)
     return restored, True

@@ -55,11 +55,23 @@ class Scripts:
         self._engine = engine
         self._scripts: dict[str, Script] = {}
 
+    @property
+    def engine(self) -> RedisEngine:
+        return self._engine
+
     def script(self, name: str) -> Script:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = register(self._engine.client, name)
         return script
+
+    def load(self, client: redis.Redis, name: str) -> str:
+        """Load ``<name>.lua`` into `client`'s server and return its SHA, for EVALSHA
+        commands sent without `run` (`ahead.send_ahead`)."""
+        sha = self.script(name).sha
+        if str(client.script_load(lua_source(name))) != sha:
+            raise FedtrackError(f"Redis computed another SHA for {name}.lua")
+        return sha
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         """Run ``<name>.lua`` with `keys` (one hash tag) and `args` on the keys' node."""

@@ -20,21 +20,25 @@ while the epoch closes: a cursor over one key, never a scan of the keyspace.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
+import redis
+
+from .ahead import send_ahead
 from .engine import RedisEngine
 from .errors import BackendUnavailableError
 from .keys import NamespaceKeys, ShardKeys
-from .scripts import Scripts
+from .scripts import REDIRECTS, Scripts
 from .store.stats import line_from_hash
 
-#: Domains per ``flush_page.lua`` call (a millisecond or two of Redis time each).
+#: Domains per ``flush_page.lua`` call (about a millisecond of Redis time each).
 PAGE = 250
-#: Pages read ahead of the one being written.
-PREFETCH = 2
+#: ``flush_page.lua`` calls sent together; one such batch is in flight while the
+#: flusher writes the one before.
+PAGES_PER_BATCH = 4
+#: Members per ``SSCAN`` of the closing epoch's set (a fraction of a millisecond each).
+MEMBERS_PER_SCAN = 5000
 
 # flush_begin.lua
 NOT_HYDRATED, OPENED, RESUMED, NOTHING = 0, 1, 2, 3
@@ -83,74 +87,72 @@ class EpochReader:
         return opened
 
     def lines(self, shard: ShardKeys) -> Iterator[list[str]]:
-        """The shard's epoch as pages of stats lines, each domain once.
+        """The shard's epoch as pages of stats lines, each domain once: the domains still
+        in `flushing` (read live, membership checked in the same call), then `snap`.
 
-        A helper thread reads the next pages from Redis while this one turns the last
-        into lines, so Redis, the flusher and the database work at once.
+        The next pages are read while the caller writes this one (`ahead.send_ahead`), so
+        Redis, the flusher and the database work at once.
         """
-        pages: queue.Queue[list[str] | BaseException | None] = queue.Queue(maxsize=PREFETCH)
-        stop = threading.Event()
-
-        def read() -> None:
-            try:
-                for flat in self._raw_pages(shard):
-                    while not stop.is_set():
-                        try:
-                            pages.put(flat, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                pages.put(None)
-            except BaseException as exc:  # handed to the caller's thread
-                pages.put(exc)
-
-        reader = threading.Thread(target=read, name="fedtrack-flush-reader", daemon=True)
-        reader.start()
-        seen: set[str] = set()
-        try:
-            while (item := pages.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield self._page_lines(item, seen)
-        finally:
-            stop.set()
-            reader.join()
-
-    def _raw_pages(self, shard: ShardKeys) -> Iterator[list[str]]:
-        """(domain, hash joined by tabs) pairs, flat, page by page: the domains still in
-        `flushing` (read live, membership checked in the same call), then `snap`."""
         client = self._engine.node_for(shard.base)
-        prefix = len(shard.domain(""))
-        asked: set[str] = set()
+        seen: set[str] = set()  # a domain read live may be copied into `snap` after
+        try:
+            yield from self._live_lines(client, shard, seen)
+            yield from self._copied_lines(client, shard, seen)
+        except REDIRECTS:
+            self._engine.refresh()  # the next flush asks the cluster where the shard is
+            raise
+        if not client.exists(shard.flush_state):
+            raise EpochLostError(f"shard {shard.shard:02d} lost its epoch mid-flush")
+
+    def _members(self, client: redis.Redis, shard: ShardKeys) -> list[str]:
+        """The closing epoch's domains, each once (SSCAN may return one twice)."""
+        members: dict[Any, None] = {}
         cursor: Any = 0
         while True:
-            cursor, members = client.sscan(shard.flushing, cursor, count=self._page)
-            fresh = [str(m) for m in dict.fromkeys(members) if m not in asked]
-            asked.update(fresh)
-            if fresh:
-                reply = self._scripts.run(
-                    "flush_page",
-                    [shard.hydrated, shard.flushing, shard.flush_state]
-                    + [shard.domain(domain) for domain in fresh],
-                    [prefix],
-                )
+            cursor, page = client.sscan(shard.flushing, cursor, count=MEMBERS_PER_SCAN)
+            members.update(dict.fromkeys(page))
+            if int(cursor) == 0:
+                return [str(member) for member in members]
+
+    def _live_lines(
+        self, client: redis.Redis, shard: ShardKeys, seen: set[str]
+    ) -> Iterator[list[str]]:
+        """The domains not written since the close, read live by flush_page.lua (which
+        checks membership and reads in one call)."""
+        members = self._members(client, shard)
+        sha = self._scripts.load(client, "flush_page")
+        fixed = (shard.hydrated, shard.flushing, shard.flush_state)
+        prefix = len(shard.domain(""))
+        size = self._page
+
+        def command(page: list[str]) -> list[Any]:
+            keys = [*fixed, *[shard.domain(domain) for domain in page]]
+            return ["EVALSHA", sha, len(keys), *keys, prefix]
+
+        def batches() -> Iterator[list[list[Any]]]:
+            step = size * PAGES_PER_BATCH
+            for start in range(0, len(members), step):
+                end = min(start + step, len(members))
+                yield [command(members[at : min(at + size, end)]) for at in range(start, end, size)]
+
+        for replies in send_ahead(client, batches()):
+            for reply in replies:
                 if int(reply[0]) == 0:
                     raise EpochLostError(f"shard {shard.shard:02d} lost its data mid-flush")
-                yield [str(item) for item in reply[1:]]
-            if int(cursor) == 0:
-                break
-        cursor = 0
+                yield self._page_lines(reply, seen, 1)
+
+    def _copied_lines(
+        self, client: redis.Redis, shard: ShardKeys, seen: set[str]
+    ) -> Iterator[list[str]]:
+        """The domains written since the close, as the first write copied them."""
+        cursor: Any = 0
         while True:
             cursor, copied = client.hscan(shard.snap, cursor, count=self._page)
             flat = [str(item) for pair in cast(dict[str, str], copied).items() for item in pair]
             if flat:
-                yield flat
+                yield self._page_lines(flat, seen)
             if int(cursor) == 0:
-                break
-        if not client.exists(shard.flush_state):
-            raise EpochLostError(f"shard {shard.shard:02d} lost its epoch mid-flush")
+                return
 
     def acks(self, shard: ShardKeys, seen_at: int) -> list[tuple[int, str, int, int]]:
         """The epoch's acks: (shard, worker, seq, seen_at)."""
@@ -179,9 +181,10 @@ class EpochReader:
         return ended
 
     @staticmethod
-    def _page_lines(flat: list[str], seen: set[str]) -> list[str]:
+    def _page_lines(flat: list[str], seen: set[str], first: int = 0) -> list[str]:
+        """Stats lines of the (domain, hash joined by tabs) pairs of ``flat[first:]``."""
         lines: list[str] = []
-        for index in range(0, len(flat), 2):
+        for index in range(first, len(flat), 2):
             domain, fields = str(flat[index]), str(flat[index + 1])
             if domain in seen or not fields:
                 continue  # read twice by a cursor, or it had no hash at the close

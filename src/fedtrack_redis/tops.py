@@ -8,7 +8,7 @@ page shows are always read live from the hashes. Hydration fills them with what 
 restores, and a lease release updates the backlog at once. Each list keeps the
 `TOP_SIZE` highest scores of its shard, so their memory is bounded whatever the size.
 
-A refresh sends only what can change a list: the scores of its members, and of the
+A refresh sends only what can change a list: the changed scores of its members, and of the
 `TOP_SIZE` best newcomers that beat its lowest score (or all while it is not full) —
 anything below those would be trimmed at once. So one write carries at most twice
 `TOP_SIZE` members whatever the epoch's size (a first flush of a million domains would
@@ -19,7 +19,9 @@ epoch is sent.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .chunk import TOP_SIZE
 from .engine import RedisEngine
@@ -34,27 +36,38 @@ class _List:
     """What the flusher knows of one top list while it refreshes it."""
 
     key: str
-    members: set[str] = field(default_factory=set)
+    #: The list's members with their scores when the refresh began.
+    members: dict[str, float] = field(default_factory=dict)
     lowest: float = 0.0
     full: bool = False
     scores: dict[str, float] = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)
 
-    def offer(self, domain: str, score: float) -> None:
-        if score > 0 and (domain in self.members or not self.full or score > self.lowest):
-            self.scores[domain] = score
-        elif score <= 0 and domain in self.members:
-            self.gone.append(domain)
+    def offer(self, domains: list[str], scores: Sequence[float]) -> None:
+        """Keep each domain's score if it may belong in the list; note members at 0."""
+        members, kept, gone = self.members, self.scores, self.gone
+        everyone, lowest = not self.full, self.lowest
+        for domain, score in zip(domains, scores, strict=True):
+            if score > 0:
+                if everyone or score > lowest or domain in members:
+                    kept[domain] = score
+            elif domain in members:
+                gone.append(domain)
 
     def to_write(self, size: int) -> dict[str, float]:
-        """The members' new scores and the `size` best newcomers: the rest could not stay."""
-        newcomers = [domain for domain in self.scores if domain not in self.members]
-        if len(newcomers) <= size:
-            return self.scores
-        kept = {domain: self.scores[domain] for domain in self.scores if domain in self.members}
-        for domain in heapq.nlargest(size, newcomers, key=self.scores.__getitem__):
-            kept[domain] = self.scores[domain]
-        return kept
+        """The members' changed scores and the `size` best newcomers: the rest could not
+        stay, and an unchanged score need not be sent."""
+        members, scores = self.members, self.scores
+        newcomers = [domain for domain in scores if domain not in members]
+        if len(newcomers) > size:
+            newcomers = heapq.nlargest(size, newcomers, key=scores.__getitem__)
+        changed = {
+            domain: score
+            for domain, score in scores.items()
+            if domain in members and members[domain] != score
+        }
+        changed.update((domain, scores[domain]) for domain in newcomers)
+        return changed
 
 
 class TopRefresh:
@@ -71,27 +84,31 @@ class TopRefresh:
         ]
 
     def load(self) -> TopRefresh:
-        """Read each list's members and lowest score (at most `size` each)."""
+        """Read each list's members and scores (at most `size` each), lowest first."""
         with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
             for item in self._lists:
-                pipe.zrange(item.key, 0, -1, withscores=True)
+                # the reply as sent (no pair of Python objects per member): a tenth of the time
+                pipe.execute_command("ZRANGE", item.key, 0, -1, "WITHSCORES")  # type: ignore[no-untyped-call]
             replies = pipe.execute()
-        for item, members in zip(self._lists, replies, strict=True):
-            item.members = {str(domain) for domain, _score in members}
-            item.lowest = float(members[0][1]) if members else 0.0
-            item.full = len(members) >= self._size
+        for item, reply in zip(self._lists, replies, strict=True):
+            item.members = _scores(reply)
+            item.lowest = next(iter(item.members.values()), 0.0)
+            item.full = len(item.members) >= self._size
         return self
 
     def add(self, lines: list[str]) -> None:
         """Offer the domains of one page of stats lines to the lists."""
-        failing, slow, queued = self._lists
-        for line in lines:
-            parts = line.split("\t")
-            domain = parts[0]
-            failing.offer(domain, sum(int(value) for value in parts[_FAILED]))
-            successes = int(parts[_SUCCESSES])
-            slow.offer(domain, int(parts[_LATENCY]) / successes if successes else 0.0)
-            queued.offer(domain, int(parts[_QUEUED]))
+        rows = [line.split("\t", _LATENCY + 1) for line in lines]
+        domains = [row[0] for row in rows]
+        failing = [sum(map(int, row[_FAILED])) for row in rows]
+        slow = [
+            int(row[_LATENCY]) / int(row[_SUCCESSES]) if row[_SUCCESSES] != "0" else 0.0
+            for row in rows
+        ]
+        queued = [int(row[_QUEUED]) for row in rows]
+        columns: tuple[Sequence[float], ...] = (failing, slow, queued)
+        for item, scores in zip(self._lists, columns, strict=True):
+            item.offer(domains, scores)
 
     def finish(self) -> None:
         """Write what changed and trim each list to its `size` highest scores."""
@@ -104,3 +121,11 @@ class TopRefresh:
                     pipe.zrem(item.key, *item.gone)
                 pipe.zremrangebyrank(item.key, 0, -self._size - 1)
             pipe.execute()
+
+
+def _scores(reply: list[Any]) -> dict[str, float]:
+    """``ZRANGE … WITHSCORES`` as sent: flat (RESP2) or in pairs (RESP3)."""
+    if reply and isinstance(reply[0], list):
+        return {str(member): float(score) for member, score in reply}
+    flat = iter(reply)
+    return dict(zip(map(str, flat), map(float, flat), strict=True))

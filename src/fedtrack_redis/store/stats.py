@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import FencedOutError
+from ..stats import MAX_BUCKET
 from .schema import (
     COUNTER_COLUMNS,
     federation_flusher,
@@ -91,28 +92,35 @@ def parse_line(line: str) -> dict[str, Any]:
     return row
 
 
-_COLUMN_INDEX = {name: index for index, name in enumerate(COUNTER_COLUMNS)}
+#: What a domain hash's field is in a stats line: a counter's column (0..), ``last_active``
+#: (-1), or a latency bucket (`_BUCKET` + its number). One lookup per field.
+_BUCKET = 1000
+_FIELD_CODES: dict[str, int] = {name: index for index, name in enumerate(COUNTER_COLUMNS)}
+_FIELD_CODES["last_active"] = -1
+_FIELD_CODES.update({f"h{bucket}": _BUCKET + bucket for bucket in range(MAX_BUCKET + 1)})
 
 
 def line_from_hash(domain: str, fields: str) -> str:
     """The stats line of a domain hash given as ``HGETALL`` joined by tabs (fields other
     than the counters, ``last_active`` and ``h<bucket>`` are ignored)."""
-    parts = fields.split("\t")
+    parts = iter(fields.split("\t"))
     counters = ["0"] * len(COUNTER_COLUMNS)
     last_active = NULL
     histogram: list[tuple[int, str]] = []
-    index = _COLUMN_INDEX
-    for name, value in zip(parts[0::2], parts[1::2], strict=False):
-        column = index.get(name)
-        if column is not None:
-            counters[column] = value
-        elif name == "last_active":
+    code_of = _FIELD_CODES.get
+    for name, value in zip(parts, parts, strict=False):
+        code = code_of(name)
+        if code is None:
+            continue
+        if code >= _BUCKET:
             if value != "0":
-                last_active = value
-        elif name[:1] == "h" and name[1:].isdigit() and value != "0":
-            histogram.append((int(name[1:]), value))
+                histogram.append((code - _BUCKET, value))
+        elif code >= 0:
+            counters[code] = value
+        elif value != "0":
+            last_active = value
     histogram.sort()
-    buckets = ",".join(f"{bucket}:{count}" for bucket, count in histogram)
+    buckets = ",".join([f"{bucket}:{count}" for bucket, count in histogram])
     return f"{domain}\t{chr(9).join(counters)}\t{last_active}\t{buckets}"
 
 

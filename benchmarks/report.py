@@ -28,8 +28,16 @@ SECTIONS = (
     "rules",
     "engines",
     "qshape",
+    "health",
+    "history",
     "size",
 )
+
+
+def _sections(report: Report) -> list[str]:
+    """`SECTIONS`, then any other section of the run (none is ever left out)."""
+    others = [f.section for f in report.figures if f.section not in SECTIONS]
+    return [*SECTIONS, *dict.fromkeys(others)]
 
 
 @dataclass
@@ -220,7 +228,7 @@ def render_markdown(report: Report, plots: list[str]) -> str:
         lines += [f"![{name}]({name})" for name in plots]
         lines.append("")
     lines += ["## Every figure, with notes", ""]
-    for section in SECTIONS:
+    for section in _sections(report):
         figures = [f for f in report.figures if f.section == section]
         if not figures:
             continue
@@ -256,7 +264,7 @@ def render_markdown(report: Report, plots: list[str]) -> str:
 def summary_table(report: Report) -> list[str]:
     rows = ["| section | figure | measured | target | result | baseline / peer (same run) |"]
     rows.append("|---|---|---|---|---|---|")
-    for section in SECTIONS:
+    for section in _sections(report):
         for figure in report.figures:
             if figure.section != section or not figure.headline:
                 continue

@@ -89,6 +89,10 @@ class AgeQueue:
         else:  # an older time (a restarted worker re-asserting real ages): in order
             times.insert(bisect_right(times, enqueued, self.head), enqueued)
 
+    def oldest(self) -> float:
+        """The enqueue time of the oldest message still in flight."""
+        return self.times[self.head]
+
     def pop_oldest(self) -> None:
         """One message fewer: the oldest leaves (first in, first out). Lock held."""
         head = self.head + 1

@@ -296,7 +296,11 @@ class Recorder:
             if count > 1:
                 count -= 1
                 inflight[name] = count
-                self._ages[name].pop_oldest()  # type: ignore[union-attr]
+                ages = self._ages
+                queue = ages[name]
+                queue.pop_oldest()  # type: ignore[union-attr]
+                if count == 1:  # back to a bare time: a queue costs 160 B for one message
+                    ages[name] = queue.oldest()  # type: ignore[union-attr]
             elif count == 1:
                 count = 0
                 del inflight[name]

@@ -425,12 +425,16 @@ class Flusher:
         assert self._epochs is not None
         assert self._engine is not None
         writer = store.StatsWriter(connection)
+        top: tops.TopRefresh | None = None
         try:
-            for shard in shards:
-                top = tops.TopRefresh(self._engine, shard).load()
-                for lines in self._epochs.lines(shard):
-                    writer.put(lines)
-                    top.add(lines)
+            for shard, lines in self._epochs.read(shards):
+                if top is None or top.shard is not shard:
+                    if top is not None:
+                        top.finish()
+                    top = tops.TopRefresh(self._engine, shard).load()
+                writer.put(lines)
+                top.add(lines)
+            if top is not None:
                 top.finish()
         except BaseException:
             writer.abort()

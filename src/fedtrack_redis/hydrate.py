@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,12 +152,10 @@ def hydrate_shards(
                 return restored
             read_at = int(engine.node_for(keys.shards[missing[0]].hydrated).time()[0])
             identity, plans = _read_plans(engine, keys, database, missing, guard)
-            again: list[int] = []
-            for shard in missing:
-                count, done = _apply(runner, keys.shards[shard], plans[shard], read_at, identity)
-                restored += count
-                if not done:
-                    again.append(shard)
+            count, again = _apply_all(
+                runner, [keys.shards[shard] for shard in missing], plans, read_at, identity
+            )
+            restored += count
             guard.adopt(identity)
             missing = again
     except redis.RedisError as exc:
@@ -350,32 +349,80 @@ def apply_chunk(
 def _apply(
     runner: Scripts, shard: ShardKeys, plan: _Plan, read_at: int, identity: str
 ) -> tuple[int, bool]:
-    """Apply a plan's chunks in order; return (domains restored, shard done).
+    """Apply one shard's plan; return (domains restored, shard done)."""
+    restored, refused = _apply_all(runner, [shard], {shard.shard: plan}, read_at, identity)
+    return restored, not refused
 
-    The chunks go out in batches, the next one built while Redis applies the one before
-    (`ahead.send_ahead`). A refused chunk stops the sending; the chunks already sent after
-    it are refused in turn (each names its index), so nothing is applied twice."""
-    client = runner.engine.node_for(shard.hydrated)
+
+def _apply_all(
+    runner: Scripts,
+    shards: list[ShardKeys],
+    plans: dict[int, _Plan],
+    read_at: int,
+    identity: str,
+) -> tuple[int, list[int]]:
+    """Apply the plans of `shards`, each in order; return (domains restored, the shards
+    whose chunks were refused: to read again).
+
+    On each node the chunks of all its shards form one stream of batches, the next built
+    while Redis applies the one before (`ahead.send_ahead`). A refused chunk stops its
+    shard's sending; its chunks already sent are refused in turn (each names its index
+    and the plan), so nothing is applied twice."""
+    restored, refused = 0, []
+    for client, group in runner.engine.by_node(shards, lambda shard: shard.hydrated):
+        try:
+            count, again = _apply_node(runner, client, group, plans, read_at, identity)
+        except REDIRECTS:
+            runner.engine.refresh()  # the next attempt asks the cluster where they are
+            raise
+        restored += count
+        refused += again
+    return restored, sorted(refused)
+
+
+def _apply_node(
+    runner: Scripts,
+    client: redis.Redis,
+    group: list[ShardKeys],
+    plans: dict[int, _Plan],
+    read_at: int,
+    identity: str,
+) -> tuple[int, list[int]]:
     sha = runner.load(client, "hydrate")
-    summary = _Summary()
+    sent: deque[tuple[ShardKeys, int]] = deque()  # (shard, chunk index) of each call sent
+    stopped: set[int] = set()  # shards hydrated or refused: nothing more of them is sent
 
     def batches() -> Iterator[list[list[Any]]]:
-        for start in range(0, len(plan.chunks), CHUNKS_PER_BATCH):
-            batch = []
-            for index in range(start, min(start + CHUNKS_PER_BATCH, len(plan.chunks))):
+        batch: list[list[Any]] = []
+        for shard in group:
+            plan, summary = plans[shard.shard], _Summary()
+            for index in range(len(plan.chunks)):
+                if shard.shard in stopped:
+                    break
                 keys, args = _chunk_call(shard, plan, index, read_at, identity, summary)
                 batch.append(["EVALSHA", sha, len(keys), *keys, *args])
+                sent.append((shard, index))
+                if len(batch) == CHUNKS_PER_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
             yield batch
 
-    restored, index = 0, 0
+    restored, refused = 0, []
     ahead = send_ahead(client, batches())
     try:
         for replies in ahead:
             for code in map(int, replies):
-                if code == _DONE:
-                    return restored, True
+                shard, index = sent.popleft()
+                plan = plans[shard.shard]
                 if code == _APPLIED:
                     restored += len(plan.chunks[index])
+                    if index == len(plan.chunks) - 1:
+                        log.debug("shard %02d hydrated", shard.shard)
+                elif shard.shard in stopped:
+                    continue  # sent before its shard stopped: refused by its index
+                elif code == _DONE:
+                    stopped.add(shard.shard)
                 elif code != _SKIPPED:
                     log.warning(
                         "hydrating shard %02d: chunk %d refused (%s); reading the database again",
@@ -383,12 +430,8 @@ def _apply(
                         index,
                         _OUTCOMES.get(code, f"code {code}"),
                     )
-                    return restored, False
-                index += 1
-    except REDIRECTS:
-        runner.engine.refresh()  # the next attempt asks the cluster where the shard is
-        raise
+                    stopped.add(shard.shard)
+                    refused.append(shard.shard)
     finally:
-        ahead.close()  # chunks still in flight are refused by index, nothing twice
-    log.debug("shard %02d hydrated (%d domains)", shard.shard, restored)
-    return restored, True
+        ahead.close()
+    return restored, refused

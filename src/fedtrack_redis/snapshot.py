@@ -20,6 +20,7 @@ while the epoch closes: a cursor over one key, never a scan of the keyspace.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -87,22 +88,64 @@ class EpochReader:
         return opened
 
     def lines(self, shard: ShardKeys) -> Iterator[list[str]]:
-        """The shard's epoch as pages of stats lines, each domain once: the domains still
-        in `flushing` (read live, membership checked in the same call), then `snap`.
+        """One shard's epoch as pages of stats lines (`read` of that shard alone)."""
+        for _shard, lines in self.read([shard]):
+            yield lines
 
-        The next pages are read while the caller writes this one (`ahead.send_ahead`), so
-        Redis, the flusher and the database work at once.
+    def read(self, shards: list[ShardKeys]) -> Iterator[tuple[ShardKeys, list[str]]]:
+        """The epochs of `shards` as (shard, page of stats lines), shard after shard, each
+        domain once: the domains still in `flushing` (read live, membership checked in
+        the same call), then those copied into `snap`.
+
+        On each node the pages of all its shards form one stream (`ahead.send_ahead`):
+        the next pages are read while the caller writes this one, and a shard's scan,
+        its copied domains and the caller's work between shards overlap with Redis
+        reading the next shard's first pages.
         """
-        client = self._engine.node_for(shard.base)
-        seen: set[str] = set()  # a domain read live may be copied into `snap` after
-        try:
-            yield from self._live_lines(client, shard, seen)
-            yield from self._copied_lines(client, shard, seen)
-        except REDIRECTS:
-            self._engine.refresh()  # the next flush asks the cluster where the shard is
-            raise
-        if not client.exists(shard.flush_state):
-            raise EpochLostError(f"shard {shard.shard:02d} lost its epoch mid-flush")
+        for client, group in self._engine.by_node(shards, lambda shard: shard.base):
+            try:
+                yield from self._read_node(client, group)
+            except REDIRECTS:
+                self._engine.refresh()  # the next flush asks the cluster where they are
+                raise
+
+    def _read_node(
+        self, client: redis.Redis, group: list[ShardKeys]
+    ) -> Iterator[tuple[ShardKeys, list[str]]]:
+        sha = self._scripts.load(client, "flush_page")
+        size = self._page
+        sent: deque[ShardKeys] = deque()  # the shard of each batch sent, in order
+
+        def command(shard: ShardKeys, page: list[str]) -> list[Any]:
+            keys = [shard.hydrated, shard.flushing, shard.flush_state]
+            keys += [shard.domain(domain) for domain in page]
+            return ["EVALSHA", sha, len(keys), *keys, len(shard.domain(""))]
+
+        def batches() -> Iterator[list[list[Any]]]:
+            step = size * PAGES_PER_BATCH
+            for shard in group:
+                members = self._members(client, shard)
+                for start in range(0, len(members), step):
+                    end = min(start + step, len(members))
+                    sent.append(shard)
+                    yield [
+                        command(shard, members[at : min(at + size, end)])
+                        for at in range(start, end, size)
+                    ]
+
+        position, seen = 0, set[str]()  # group[position]: the shard being read
+        for replies in send_ahead(client, batches()):
+            shard = sent.popleft()
+            while group[position] is not shard:  # the shards before it are read live
+                yield from self._finish(client, group[position], seen)
+                position, seen = position + 1, set()
+            for reply in replies:
+                if int(reply[0]) == 0:
+                    raise EpochLostError(f"shard {shard.shard:02d} lost its data mid-flush")
+                yield shard, self._page_lines(reply, seen, 1)
+        for shard in group[position:]:
+            yield from self._finish(client, shard, seen)
+            seen = set()
 
     def _members(self, client: redis.Redis, shard: ShardKeys) -> list[str]:
         """The closing epoch's domains, each once (SSCAN may return one twice)."""
@@ -114,32 +157,15 @@ class EpochReader:
             if int(cursor) == 0:
                 return [str(member) for member in members]
 
-    def _live_lines(
+    def _finish(
         self, client: redis.Redis, shard: ShardKeys, seen: set[str]
-    ) -> Iterator[list[str]]:
-        """The domains not written since the close, read live by flush_page.lua (which
-        checks membership and reads in one call)."""
-        members = self._members(client, shard)
-        sha = self._scripts.load(client, "flush_page")
-        fixed = (shard.hydrated, shard.flushing, shard.flush_state)
-        prefix = len(shard.domain(""))
-        size = self._page
-
-        def command(page: list[str]) -> list[Any]:
-            keys = [*fixed, *[shard.domain(domain) for domain in page]]
-            return ["EVALSHA", sha, len(keys), *keys, prefix]
-
-        def batches() -> Iterator[list[list[Any]]]:
-            step = size * PAGES_PER_BATCH
-            for start in range(0, len(members), step):
-                end = min(start + step, len(members))
-                yield [command(members[at : min(at + size, end)]) for at in range(start, end, size)]
-
-        for replies in send_ahead(client, batches()):
-            for reply in replies:
-                if int(reply[0]) == 0:
-                    raise EpochLostError(f"shard {shard.shard:02d} lost its data mid-flush")
-                yield self._page_lines(reply, seen, 1)
+    ) -> Iterator[tuple[ShardKeys, list[str]]]:
+        """After its live pages: the shard's copied domains, then a check that its epoch
+        is still there (a Redis that lost it mid-read fails the flush)."""
+        for lines in self._copied_lines(client, shard, seen):
+            yield shard, lines
+        if not client.exists(shard.flush_state):
+            raise EpochLostError(f"shard {shard.shard:02d} lost its epoch mid-flush")
 
     def _copied_lines(
         self, client: redis.Redis, shard: ShardKeys, seen: set[str]

@@ -75,7 +75,7 @@ class TopRefresh:
 
     def __init__(self, engine: RedisEngine, shard: ShardKeys, size: int = TOP_SIZE) -> None:
         self._engine = engine
-        self._shard = shard
+        self.shard = shard
         self._size = size
         self._lists = [
             _List(shard.top_failures),
@@ -85,7 +85,7 @@ class TopRefresh:
 
     def load(self) -> TopRefresh:
         """Read each list's members and scores (at most `size` each), lowest first."""
-        with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
+        with self._engine.node_for(self.shard.base).pipeline(transaction=False) as pipe:
             for item in self._lists:
                 # the reply as sent (no pair of Python objects per member): a tenth of the time
                 pipe.execute_command("ZRANGE", item.key, 0, -1, "WITHSCORES")  # type: ignore[no-untyped-call]
@@ -112,7 +112,7 @@ class TopRefresh:
 
     def finish(self) -> None:
         """Write what changed and trim each list to its `size` highest scores."""
-        with self._engine.node_for(self._shard.base).pipeline(transaction=False) as pipe:
+        with self._engine.node_for(self.shard.base).pipeline(transaction=False) as pipe:
             for item in self._lists:
                 scores = item.to_write(self._size)
                 if scores:

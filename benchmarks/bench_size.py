@@ -18,6 +18,8 @@ rows, pushed by a real tracker) on a throwaway Redis that logs every call over 1
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +71,22 @@ def timed_p99(action: Callable[[], object], rounds: int = READS) -> float:
 
 def slow_calls(client: redis.Redis) -> list[dict[str, Any]]:
     return list(client.slowlog_get(1000))
+
+
+def _command(entry: dict[str, Any]) -> str:
+    """A SLOWLOG entry's command and first argument (for EVALSHA: the script's name)."""
+    words = [word.decode(errors="replace") for word in entry["command"].split()[:2]]
+    if len(words) == 2 and words[0].upper() == "EVALSHA":
+        return _script_names().get(words[1], "EVALSHA ?")
+    return " ".join(word[:40] for word in words) or "?"
+
+
+@functools.cache
+def _script_names() -> dict[str, str]:
+    from fedtrack_redis.scripts import _REPO_LUA, lua_source
+
+    names = [path.stem for path in _REPO_LUA.glob("*.lua")]
+    return {hashlib.sha1(lua_source(name).encode()).hexdigest(): f"{name}.lua" for name in names}
 
 
 def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[str, float]:
@@ -132,6 +150,10 @@ def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[s
             slow += slow_calls(client)
             figures["slow_calls"] = len(slow)
             figures["slowest_ms"] = max((e["duration"] / 1000 for e in slow), default=0.0)
+            figures["slow_commands"] = ", ".join(  # type: ignore[assignment]
+                f"{_command(entry)} {entry['duration'] / 1000:.1f} ms"
+                for entry in sorted(slow, key=lambda entry: -entry["duration"])[:5]
+            )
         finally:
             flusher.stop()
             clear_namespace(reader.engine, keys)  # free the memory for the next size
@@ -219,4 +241,5 @@ def run(env: Env, report: Report, sizes: tuple[int, ...] = (10_000, 100_000)) ->
         "",
         target=("<=", 0),
         baseline=f"slowest {largest['slowest_ms']:.1f} ms",
+        note=f"The slowest: {largest['slow_commands'] or 'none'}.",
     )

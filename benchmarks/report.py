@@ -354,4 +354,37 @@ def _plots(report: Report, directory: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
+    sizes = report.series.get("size")
+    if sizes and len(sizes) > 1:
+        figure, (costs, reads) = plt.subplots(1, 2, figsize=(11, 4.2))
+        domains = [row["domains"] for row in sizes]
+        for name, label in (("flush_s", "flush, every domain changed"), ("hydrate_s", "hydrate")):
+            costs.plot(domains, [row[name] for row in sizes], "o-", label=label)
+        costs.plot(
+            domains, [d / 100_000 for d in domains], ":", color="grey", label="1 s per 100,000"
+        )
+        costs.set_ylabel("seconds")
+        costs.set_title("May grow (linearly): flush and hydrate")
+        for name, label in (
+            ("page_p99_ms", "/servers?limit=50 p99"),
+            ("status_p99_ms", "/status p99"),
+            ("search_p99_ms", "name filter (prefix) p99"),
+            ("search_suffix_p99_ms", "name filter (label suffix) p99"),
+            ("full_scan_ms", "reading every domain (the old way)"),
+        ):
+            points = [(row["domains"], row[name]) for row in sizes if name in row]
+            reads.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
+        reads.set_ylabel("milliseconds")
+        reads.set_title("Must stay flat: pages, status, name filter")
+        for axis in (costs, reads):
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xlabel("domains")
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend(fontsize=8)
+        figure.tight_layout()
+        path = directory / "size.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
     return written

@@ -114,7 +114,8 @@ def indexed_anomalies(
     baseline = Baseline.from_totals(sums if sums is not None else totals(engine, keys))
     candidates: dict[str, tuple[str, ShardKeys]] = {}
     for order in ("failures", "latency", "queued"):
-        for domain, _score, shard in top(engine, keys, order, CANDIDATES * len(keys.shards)):
+        everyone = CANDIDATES * len(keys.shards)
+        for domain, _score, shard in top(engine, keys, order, everyone, CANDIDATES):
             candidates.setdefault(domain, (domain, shard))
     stats = read_hashes(engine, list(candidates.values()))
     return find_anomalies(stats, baseline)

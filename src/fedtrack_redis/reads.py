@@ -26,6 +26,7 @@ from .history import HistoryBucket, read_history
 from .keys import NamespaceKeys, ShardKeys
 from .qshape import QShape, read_qshape
 from .stats import HASH_FIELDS, ServerStat
+from .tops import score_pairs
 
 #: Hashes fetched per pipeline round trip.
 READ_PAGE = 1000
@@ -114,21 +115,31 @@ SEARCH_CAP = 10_000
 
 
 def top(
-    engine: RedisEngine, keys: NamespaceKeys, order: str, depth: int
+    engine: RedisEngine,
+    keys: NamespaceKeys,
+    order: str,
+    depth: int,
+    per_shard: int | None = None,
 ) -> list[tuple[str, float, ShardKeys]]:
-    """The `depth` first (domain, score, shard) of an order, merged across shards."""
+    """The `depth` first (domain, score, shard) of an order, merged across shards from
+    the first `per_shard` (default `depth`: exact) of each shard."""
     index = INDEXES[order]
+    taken = depth if per_shard is None else per_shard
     replies = engine.per_shard(
         keys.shards,
-        lambda pipe, shard: pipe.zrevrange(getattr(shard, index), 0, depth - 1, withscores=True),
+        lambda pipe, shard: pipe.execute_command(
+            "ZREVRANGE", getattr(shard, index), 0, taken - 1, "WITHSCORES"
+        ),
     )
+    # (-score, domain) sorts as the order does; a domain lives in one shard, so the
+    # shard itself is never compared
     merged = [
-        (str(domain), float(score), shard)
-        for shard, (members,) in zip(keys.shards, replies, strict=True)
-        for domain, score in members
+        (-score, domain, shard)
+        for shard, (reply,) in zip(keys.shards, replies, strict=True)
+        for domain, score in score_pairs(reply)
     ]
-    merged.sort(key=lambda entry: (-entry[1], entry[0]))
-    return merged[:depth]
+    merged.sort()
+    return [(domain, -negated, shard) for negated, domain, shard in merged[:depth]]
 
 
 def page(
@@ -214,10 +225,17 @@ class StatsReader:
         return read_qshape(self.engine, self.keys, top)
 
     def search(
-        self, text: str, limit: int, offset: int = 0, *, cap: int = SEARCH_CAP
+        self,
+        text: str,
+        limit: int,
+        offset: int = 0,
+        *,
+        cap: int = SEARCH_CAP,
+        order: str = "domain",
     ) -> tuple[list[str], int]:
-        """Domains by name from the database's copy (`store.search`): the page of names,
-        and how many match (at most `cap`). Needs the reader's ``database``."""
+        """Domains by name from the database's copy (`store.search`): the page of names in
+        `order` (``domain``, ``activity``, ``failures``, ``latency``, ``queued``), and how
+        many match (at most `cap`). Needs the reader's ``database``."""
         from .store import search
 
         if self._database_source is None:
@@ -225,7 +243,7 @@ class StatsReader:
         if self._database is None:
             self._database = database_engine(self._database_source, pooled=False)
         try:
-            names = search.find_domains(self._database, text, limit, offset)
+            names = search.find_domains(self._database, text, limit, offset, order)
             return names, search.count_domains(self._database, text, cap)
         except sa.exc.DBAPIError as exc:
             raise BackendUnavailableError(f"searching names ({type(exc.orig).__name__})") from exc

@@ -8,12 +8,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ..anomalies import failures, indexed_anomalies
+from ..anomalies import indexed_anomalies
 from ..check import explain_federation_policy
 from ..domain import normalize_domain
 from ..errors import InvalidPolicyError
 from ..qshape import DEFAULT_TOP, MAX_TOP
-from ..reads import SEARCH_CAP
 from ..stats import ServerStat
 from ..store.search import name_filter
 from . import models
@@ -23,13 +22,6 @@ from .rule_routes import rule_model
 router = APIRouter(prefix="/api/federation", responses=ERRORS)
 
 #: The orders of the indexes (reads.py), for the matches of a name filter.
-SORTS = {
-    "activity": lambda s: (-s.last_active, s.domain),
-    "failures": lambda s: (-failures(s), s.domain),
-    "latency": lambda s: (-s.mean_latency_ms, s.domain),
-    "queued": lambda s: (-s.queued_messages, s.domain),
-    "domain": lambda s: (s.domain,),
-}
 SortName = Literal["activity", "failures", "latency", "queued", "domain"]
 
 
@@ -94,15 +86,11 @@ def list_servers(
     """Per-domain stats, cluster-wide, sorted and paginated from indexes (never a scan of
     every domain). Sorting by failures, latency or queued reaches the top 1,000; a name
     filter (or sorting by domain) reads the names from the database's copy, which the
-    flusher keeps within one flush interval."""
-    if q.strip():
-        names, total = stats.search(name_filter(q), SEARCH_CAP)
-        found = sorted(stats.named(names), key=SORTS[sort])
-        return models.ServerList(
-            servers=[_model(s) for s in found[offset : offset + limit]], total=total
-        )
-    if sort == "domain":
-        names, total = stats.search("", limit, offset)
+    flusher keeps within one flush interval: the database sorts and pages the matches
+    (by its copy's values), and the page's stats are read live."""
+    if q.strip() or sort == "domain":
+        text = name_filter(q) if q.strip() else ""
+        names, total = stats.search(text, limit, offset, order=sort)
         return models.ServerList(servers=[_model(s) for s in stats.named(names)], total=total)
     try:
         page, total = stats.page(sort, limit, offset)

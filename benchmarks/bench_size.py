@@ -100,7 +100,9 @@ def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[s
     keys = NamespaceKeys(namespace)
     figures: dict[str, float] = {"domains": count}
     with scratch_database(env.admin_url) as database:
-        flusher = Flusher(env.redis_url, database, namespace=namespace, interval=3600)
+        # flush_once alone renews no lock: a TTL longer than a flush of a million domains
+        # (as the running flusher's renewal thread gives it) keeps the one leader
+        flusher = Flusher(env.redis_url, database, namespace=namespace, interval=3600, lock_ttl=300)
         reader = StatsReader(env.redis_url, namespace=namespace, database=database)
         try:
             flusher.flush_once()  # leads, hydrates the new namespace
@@ -127,11 +129,12 @@ def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[s
                 indexed_anomalies(engine, keys, sums)
 
             figures["status_p99_ms"] = timed_p99(status)
+            # as /servers?q=…&limit=50 does: the database filters, sorts and pages
             figures["search_p99_ms"] = timed_p99(
-                lambda: reader.named(reader.search("mail1", 10_000)[0])
+                lambda: reader.named(reader.search("mail1", 50, order="activity")[0])
             )
             figures["search_suffix_p99_ms"] = timed_p99(
-                lambda: reader.named(reader.search("host77.example12.org", 10_000)[0])
+                lambda: reader.named(reader.search("host77.example12.org", 50, order="activity")[0])
             )
             if count <= 100_000:  # the old way: read every domain
                 figures["full_scan_ms"] = timed_p99(lambda: read_all(engine, keys), rounds=3)

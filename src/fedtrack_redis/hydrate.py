@@ -171,7 +171,7 @@ def hydrate_shards(
     return restored
 
 
-def clear_namespace(engine: RedisEngine, keys: NamespaceKeys, *, page: int = 1000) -> int:
+def clear_namespace(engine: RedisEngine, keys: NamespaceKeys, *, page: int = 250) -> int:
     """Delete every key of the namespace in Redis (for ``fedtrack db rehydrate``), in short
     calls and without SCAN: domain hashes are found through each shard's activity index
     and lease hashes through its lease index. Returns the keys deleted."""

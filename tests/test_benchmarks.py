@@ -56,7 +56,10 @@ def test_quick_mode_runs_and_its_correctness_checks_pass(
         "health",
         "history",
     }
-    assert "Summary against the targets" in (tmp_path / "RESULTS.md").read_text()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Summary against the targets" in text
+    # every section the run measured is published (health and history once were not)
+    assert [section for section in sorted(sections) if f"### {section}\n" not in text] == []
     assert (published.read_bytes() if published.exists() else None) == before
 
 

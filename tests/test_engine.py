@@ -79,3 +79,29 @@ def test_open_and_status_on_a_real_server(redis_url: str) -> None:
         assert not with_wait.confirmed(0) and with_wait.confirmed(1)
     finally:
         with_wait.close()
+
+
+def test_a_subscription_closed_under_its_reader_is_a_lost_connection() -> None:
+    """A reconnect to a new Sentinel master closes the pool's connections from another
+    thread; redis-py then fails inside the subscriber's read with a TypeError on the
+    closed socket (seen in the soak): the listeners must see a lost connection."""
+    from types import SimpleNamespace
+
+    import redis as redis_module
+
+    from fedtrack_redis.engine import RedisEngine
+
+    class Subscription:
+        def __init__(self, sock: object) -> None:
+            self.connection = SimpleNamespace(_sock=sock)
+
+        def get_message(self, timeout: float) -> None:
+            raise TypeError("argument must be an int, or have a fileno() method.")
+
+        get_sharded_message = get_message
+
+    for sharded in (False, True):
+        with pytest.raises(redis_module.ConnectionError, match="closed by a reconnect"):
+            RedisEngine.next_message(Subscription(None), 0.1, sharded=sharded)
+        with pytest.raises(TypeError):  # with its socket open, a TypeError is a bug
+            RedisEngine.next_message(Subscription(object()), 0.1, sharded=sharded)

@@ -355,6 +355,25 @@ class RedisEngine:
 
     # -- pub/sub ------------------------------------------------------------------------------
 
+    @staticmethod
+    def next_message(pubsub: Any, timeout: float, *, sharded: bool) -> dict[str, Any] | None:
+        """The next message of a subscription, or None within `timeout`.
+
+        A reconnect to a new Sentinel master closes every connection of the pool from the
+        thread that noticed it, this subscription's too; redis-py then fails inside its
+        read with a TypeError or AttributeError on the closed socket. That is the
+        connection lost, so it is raised as `redis.ConnectionError` (the listener
+        resubscribes), not as a bug."""
+        try:
+            if sharded:
+                return pubsub.get_sharded_message(timeout=timeout)  # type: ignore[no-any-return]
+            return pubsub.get_message(timeout=timeout)  # type: ignore[no-any-return]
+        except (TypeError, AttributeError) as exc:
+            connection = getattr(pubsub, "connection", None)
+            if connection is not None and getattr(connection, "_sock", None) is not None:
+                raise
+            raise redis.ConnectionError("subscription closed by a reconnect") from exc
+
     @property
     def publish_command(self) -> str:
         """``SPUBLISH`` on Cluster (sharded pub/sub on the policy tag), else ``PUBLISH``."""

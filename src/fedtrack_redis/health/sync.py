@@ -143,11 +143,7 @@ class HealthSync:
                 self._pubsub.ssubscribe(*self._channels)
             else:
                 self._pubsub.subscribe(*self._channels)
-        if self._sharded:
-            message = self._pubsub.get_sharded_message(timeout=timeout)
-        else:
-            message = self._pubsub.get_message(timeout=timeout)
-        return message  # type: ignore[no-any-return]
+        return self._engine.next_message(self._pubsub, timeout, sharded=self._sharded)
 
     def _reset(self, refresh: bool = True) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -227,11 +227,7 @@ class _Subscription:
                 self._pubsub.ssubscribe(self._channel)
             else:
                 self._pubsub.subscribe(self._channel)
-        if self._sharded:
-            message = self._pubsub.get_sharded_message(timeout=timeout)
-        else:
-            message = self._pubsub.get_message(timeout=timeout)
-        return message  # type: ignore[no-any-return]
+        return self._engine.next_message(self._pubsub, timeout, sharded=self._sharded)
 
     def reset(self) -> None:
         """Drop the subscription; the next `get` makes a new one (on the current node)."""

@@ -312,11 +312,7 @@ def _plots(report: Report, directory: Path) -> list[Path]:
         axis.set_title("Cluster throughput against worker count")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
-        figure.tight_layout()
-        path = directory / "throughput.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / "throughput.png"))
     propagation = report.series.get("propagation")
     if propagation:
         figure, axis = plt.subplots(figsize=(7, 4.2))
@@ -349,11 +345,7 @@ def _plots(report: Report, directory: Path) -> list[Path]:
         axis.set_title("Policy propagation to 8 processes (CDF)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
-        figure.tight_layout()
-        path = directory / "propagation.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / "propagation.png"))
     sizes = report.series.get("size")
     if sizes and len(sizes) > 1:
         figure, (costs, reads) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -382,9 +374,13 @@ def _plots(report: Report, directory: Path) -> list[Path]:
             axis.set_xlabel("domains")
             axis.grid(True, which="both", alpha=0.3)
             axis.legend(fontsize=8)
-        figure.tight_layout()
-        path = directory / "size.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, directory / "size.png"))
     return written
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    """Write one plot and free it."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -113,8 +113,8 @@ def indexed_anomalies(
     at a million domains as at a hundred."""
     baseline = Baseline.from_totals(sums if sums is not None else totals(engine, keys))
     candidates: dict[str, tuple[str, ShardKeys]] = {}
+    everyone = CANDIDATES * len(keys.shards)
     for order in ("failures", "latency", "queued"):
-        everyone = CANDIDATES * len(keys.shards)
         for domain, _score, shard in top(engine, keys, order, everyone, CANDIDATES):
             candidates.setdefault(domain, (domain, shard))
     stats = read_hashes(engine, list(candidates.values()))

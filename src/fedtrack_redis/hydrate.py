@@ -39,6 +39,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
+from . import tops
 from .ahead import send_ahead
 from .chunk import TOP_SIZE
 from .engine import RedisEngine
@@ -70,11 +71,6 @@ _RESTORED = [
     for position, name in enumerate(COUNTER_COLUMNS, start=1)
     if name != "queued_messages"
 ]
-_FAILED = [
-    COUNTER_COLUMNS.index(name) + 1 for name in ("failed_http", "failed_https", "failed_smtp")
-]
-_SUCCESSES = COUNTER_COLUMNS.index("successful_deliveries") + 1
-_LATENCY = COUNTER_COLUMNS.index("total_latency_ms") + 1
 
 # hydrate.lua status codes
 _DONE, _APPLIED, _SKIPPED = 2, 1, 0
@@ -258,8 +254,9 @@ class _Summary:
         """The chunk's domain records for hydrate.lua (ARGV[12..]), summed up here."""
         sums: dict[str, int] = self.sums
         out: list[str] = []
-        for line in chunk:
-            parts = line.split("\t")
+        rows = [line.split("\t") for line in chunk]
+        scored = zip(rows, tops.failing_scores(rows), tops.slow_scores(rows), strict=True)
+        for parts, failures, slow in scored:
             domain = parts[0]
             fields: list[str] = []
             for position, name in _RESTORED:
@@ -272,11 +269,10 @@ class _Summary:
                     bucket, _, count = item.partition(":")
                     fields += ("h" + bucket, count)
                     sums["h" + bucket] = sums.get("h" + bucket, 0) + int(count)
-            failures = sum(int(parts[position]) for position in _FAILED)
             if failures > 0:
                 self.failing.append((failures, domain))
-            if parts[_SUCCESSES] != "0":
-                self.slow.append((int(parts[_LATENCY]) / int(parts[_SUCCESSES]), domain))
+            if parts[tops.SUCCESSES] != "0":
+                self.slow.append((slow, domain))
             last_active = parts[-2]
             active = "" if last_active in (store.NULL, "0") else last_active
             out += (domain, active, str(len(fields)), *fields)

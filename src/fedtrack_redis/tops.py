@@ -26,9 +26,26 @@ from typing import Any
 from .chunk import TOP_SIZE
 from .engine import RedisEngine
 from .keys import ShardKeys
+from .store.stats import LINE_COLUMNS
 
-# positions in a stats line (store.stats.LINE_COLUMNS)
-_QUEUED, _FAILED, _SUCCESSES, _LATENCY = 1, slice(2, 5), 8, 10
+#: Positions in a stats line (`store.stats.LINE_COLUMNS`) of what the lists score.
+QUEUED = LINE_COLUMNS.index("queued_messages")
+FAILED = slice(LINE_COLUMNS.index("failed_http"), LINE_COLUMNS.index("failed_smtp") + 1)
+SUCCESSES = LINE_COLUMNS.index("successful_deliveries")
+LATENCY = LINE_COLUMNS.index("total_latency_ms")
+
+
+def failing_scores(rows: Sequence[Sequence[str]]) -> list[int]:
+    """The failures list's score of each split stats line: its failed attempts."""
+    return [sum(map(int, row[FAILED])) for row in rows]
+
+
+def slow_scores(rows: Sequence[Sequence[str]]) -> list[float]:
+    """The latency list's score of each split stats line: its mean latency (0 without a
+    success)."""
+    return [
+        int(row[LATENCY]) / int(row[SUCCESSES]) if row[SUCCESSES] != "0" else 0.0 for row in rows
+    ]
 
 
 @dataclass
@@ -98,15 +115,10 @@ class TopRefresh:
 
     def add(self, lines: list[str]) -> None:
         """Offer the domains of one page of stats lines to the lists."""
-        rows = [line.split("\t", _LATENCY + 1) for line in lines]
+        rows = [line.split("\t", LATENCY + 1) for line in lines]
         domains = [row[0] for row in rows]
-        failing = [sum(map(int, row[_FAILED])) for row in rows]
-        slow = [
-            int(row[_LATENCY]) / int(row[_SUCCESSES]) if row[_SUCCESSES] != "0" else 0.0
-            for row in rows
-        ]
-        queued = [int(row[_QUEUED]) for row in rows]
-        columns: tuple[Sequence[float], ...] = (failing, slow, queued)
+        queued = [int(row[QUEUED]) for row in rows]
+        columns: tuple[Sequence[float], ...] = (failing_scores(rows), slow_scores(rows), queued)
         for item, scores in zip(self._lists, columns, strict=True):
             item.offer(domains, scores)
 

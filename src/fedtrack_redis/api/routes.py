@@ -21,7 +21,8 @@ from .rule_routes import rule_model
 
 router = APIRouter(prefix="/api/federation", responses=ERRORS)
 
-#: The orders of the indexes (reads.py), for the matches of a name filter.
+#: The orders of a page: the indexes' (reads.py), or with a name filter the database's
+#: (store.search.ORDERS).
 SortName = Literal["activity", "failures", "latency", "queued", "domain"]
 
 

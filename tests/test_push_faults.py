@@ -132,7 +132,12 @@ def test_events_recorded_while_redis_is_down_arrive_once_it_is_back(
         flusher.stop()
 
 
+# The worker records flat out and prints its count every 0.5 ms: exactly the pattern that
+# starves a push thread of the interpreter lock (docs/tracker.md, "Threads"), so it applies
+# the cure that page gives; G3 assumes the push thread runs.
 KILLED_WORKER = """
+    import sys
+    sys.setswitchinterval(0.001)
     from fedtrack_redis import FederationTracker
     redis_url, namespace = ARGS
     tracker = FederationTracker(redis_url, namespace=namespace, push_interval=0.2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +13,8 @@ from fedtrack_redis.batch import Recorder
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.errors import BackendUnavailableError
 from fedtrack_redis.keys import NamespaceKeys
-from fedtrack_redis.pusher import Pusher
+from fedtrack_redis.metrics import PUSH_LATE
+from fedtrack_redis.pusher import LATE_WARNING, Pusher
 from servers import free_port
 from tracker_helpers import counters, mark_hydrated
 
@@ -111,3 +114,37 @@ def test_redis_down_keeps_everything_and_the_hot_path_unaffected(make_pusher: ob
     recorder.record_success("d.example", 10, "HTTP")  # still recording, into the next batch
     # one sealed chunk and one new batch row, both for d.example: nothing dropped
     assert pusher.pending_domains() == 2 and pusher.stats.failures >= 1
+
+
+def _hold_the_interpreter_lock(seconds: float) -> None:
+    """Run one C call that never releases the interpreter lock for about `seconds`."""
+    size = 1_000_000
+    started = time.perf_counter()
+    sum(range(size))
+    per_item = (time.perf_counter() - started) / size
+    sum(range(int(seconds / per_item)))
+
+
+def test_a_starved_push_thread_says_so(
+    redis_client: redis.Redis, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mark_hydrated(redis_client, namespace)
+    engine = RedisEngine.open(redis_url)
+    pusher = Pusher(Recorder(), engine, NamespaceKeys(namespace), "w1", interval=0.05, lease_ttl=30)
+    late_before = PUSH_LATE._value.get()
+    pusher.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedtrack_redis.push"):
+            for _ in range(5):  # the thread may be mid-cycle when the hold starts
+                _hold_the_interpreter_lock(1.0)
+                deadline = time.monotonic() + 5
+                while not pusher.stats.late_wakeups and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if pusher.stats.late_wakeups:
+                    break
+        assert pusher.stats.late_wakeups >= 1
+        assert PUSH_LATE._value.get() - late_before > LATE_WARNING
+        assert any("push thread woke up" in record.message for record in caplog.records)
+    finally:
+        pusher.stop()
+        engine.close()

@@ -45,6 +45,12 @@ DATABASE_MISMATCH = Gauge(
     "fedtrack_database_mismatch",
     "1 while a flusher of this process refuses to work: its database is not the namespace's.",
 )
+PUSH_LATE = Counter(
+    "fedtrack_push_thread_late_seconds",
+    "Seconds the push thread woke up late, summed over its wake-ups later than 0.5 s (or one"
+    " push interval): the process starves it of CPU or of the interpreter lock"
+    " (docs/tracker.md, 'Threads').",
+)
 LEADER = Gauge("fedtrack_leader", "1 while a flusher of this process holds the leader lock.")
 PROPAGATION_SECONDS = Histogram(
     "fedtrack_policy_propagation_seconds",

@@ -51,7 +51,14 @@ from .errors import BackendUnavailableError, ConfigurationError
 from .identity import is_identity
 from .keys import NamespaceKeys
 from .leases import REAP_INTERVAL, reap_expired_leases
-from .metrics import PUSH_PENDING, PUSH_REFUSED, PUSH_RETRIES, PUSH_SECONDS, THREAD_ERRORS
+from .metrics import (
+    PUSH_LATE,
+    PUSH_PENDING,
+    PUSH_REFUSED,
+    PUSH_RETRIES,
+    PUSH_SECONDS,
+    THREAD_ERRORS,
+)
 from .pending import ShardQueues
 
 if TYPE_CHECKING:
@@ -62,6 +69,8 @@ log = logging.getLogger("fedtrack_redis.push")
 APPLIED, DUPLICATE, NOT_HYDRATED, MISMATCH, MALFORMED = 1, 2, 0, 3, -1
 #: Seconds between two log lines about the same refusal (unhydrated, wrong database).
 REPORT_EVERY = 60.0
+#: Seconds of lateness at a wake-up worth a warning (or one push interval, if longer).
+LATE_WARNING = 0.5
 
 
 @dataclass
@@ -77,6 +86,7 @@ class PushStats:
     renumbered: int = 0
     refused: int = 0
     unreplicated: int = 0
+    late_wakeups: int = 0  # the thread woke up later than LATE_WARNING (or an interval)
 
 
 class Pusher:
@@ -147,6 +157,7 @@ class Pusher:
             if self._stop.wait(max(0.0, wake - time.monotonic())):
                 return
             now = time.monotonic()
+            self._note_lateness(now - wake)
             if now >= next_push or now >= heartbeat:
                 try:
                     with self._cycle_lock:
@@ -428,6 +439,23 @@ class Pusher:
         self._script.sha = client.script_load(self._script.script)
         self._loaded.add(id(client))
         self.stats.script_loads += 1
+
+    def _note_lateness(self, late: float) -> None:
+        """Count and report a wake-up later than G3 allows.
+
+        A starved push thread silently stretches the loss bound of a SIGKILL (G3) and lets
+        leases expire (G8); docs/tracker.md says what starves it and what to do.
+        """
+        if late > max(LATE_WARNING, self._interval):
+            self.stats.late_wakeups += 1
+            PUSH_LATE.inc(late)
+            self._report(
+                "late",
+                "push thread woke up %.2fs late: this process starves it (a busy thread"
+                " making frequent system calls holds the interpreter lock); see"
+                " docs/tracker.md, 'Threads'",
+                late,
+            )
 
     def _report(self, kind: str, message: str, *args: object) -> None:
         now = time.monotonic()

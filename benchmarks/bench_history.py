@@ -213,7 +213,6 @@ def fill_week(client: redis.Redis, keys: NamespaceKeys, now: float, domains: lis
                 },
             )
             pipe.hset(shard.series_minutes, "last", str(minute))
-            pipe.hset(shard.series_fives, "last", str(five))
             pipe.set(shard.series_swept, str(five - 1))  # closed up to the open bucket
         pipe.execute()
 
@@ -228,10 +227,8 @@ def series_memory(
         return int(client.memory_usage(key, samples=0) or 0)
 
     for shard in keys.shards:
-        sizes["open bucket"] += (
-            usage(shard.series_base) + usage(shard.series_closed) + usage(shard.series_seen)
-        )
-        sizes["cluster"] += usage(shard.series_minutes) + usage(shard.series_fives)
+        sizes["open bucket"] += usage(shard.series_base) + usage(shard.series_closed)
+        sizes["cluster"] += usage(shard.series_minutes)
     sizes["cluster"] += usage(keys.history_minutes) + usage(keys.history_fives)
     days = range(int(now // DAY) - 8, int(now // DAY) + 1)
     sizes["kept domains"] = sum(

@@ -78,13 +78,14 @@ def test_rows_of_several_spellings_merge_into_one_domain() -> None:
     assert rows["1.2.3.4"][0][:9] == [0, 0, 0, 0, 0, 0, 0, 0, NOT_QUEUED]
 
 
-def test_histogram_beyond_the_first_bucket_goes_to_the_batch_dict() -> None:
+def test_histogram_beyond_three_buckets_goes_to_the_batch_dict() -> None:
     recorder = Recorder()
-    for latency in (10, 10, 500, 500, 500, 0.2, 10**9):
+    for latency in (10, 10, 500, 500, 500, 0.2, 10**9, 10**9, 0.5):
         recorder.record_success("a.example", latency, "SMTP")
+    assert dict(recorder._histogram) == {bucket_of(10**9): 2}  # only the fourth bucket
     row, buckets = merged(recorder)["a.example"]
-    assert row[SUCCESS_SMTP] == 7
-    assert buckets == {bucket_of(10): 2, bucket_of(500): 3, 0: 1, 100: 1}
+    assert row[SUCCESS_SMTP] == 9
+    assert buckets == {bucket_of(10): 2, bucket_of(500): 3, 0: 2, 100: 2}
 
 
 @pytest.mark.parametrize("transport", ["", "FTP", "http ", "\u017fmtp", None, 3, "HTTPX"])
@@ -224,6 +225,8 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
         12: batch.SECOND_BUCKET,
         13: batch.SECOND_COUNT,
         14: batch.HEALTH,
+        15: batch.THIRD_BUCKET,
+        16: batch.THIRD_COUNT,
     }
     assert all(literal == slot for literal, slot in named.items())
     tree = ast.parse(textwrap.dedent(inspect.getsource(batch.Recorder.record_success)))
@@ -237,9 +240,9 @@ def test_the_hot_path_row_literals_are_the_named_slots() -> None:
     }
     assert used and used <= set(named)
     fresh = batch._new_row(batch.NOT_QUEUED, {})
-    assert len(fresh) == batch.HEALTH + 1
+    assert len(fresh) == batch.THIRD_COUNT + 1
     assert fresh[batch.QUEUED] == batch.NOT_QUEUED
-    assert fresh[batch.FIRST_BUCKET] == fresh[batch.SECOND_BUCKET] == -1
+    assert all(fresh[bucket] == -1 for bucket, _count in batch.INLINE_BUCKETS)
 
 
 def test_the_health_slot_keeps_the_order_of_outbound_outcomes() -> None:

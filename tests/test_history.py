@@ -188,8 +188,7 @@ def test_series_memory_is_bounded_by_the_caps(
     for shard in keys.shards:
         assert redis_client.hlen(shard.series_base) == 0
         assert redis_client.hlen(shard.series_closed) == 0
-        for key in (shard.series_minutes, shard.series_fives):
-            used += redis_client.memory_usage(key) or 0
+        used += redis_client.memory_usage(shard.series_minutes) or 0
     assert used < 64_000  # ten domains' 6 buckets and the shards' recent buckets
 
     # two days later the cluster hashes hold their caps' worth, no more
@@ -267,7 +266,7 @@ def test_a_reader_keeps_what_it_read_and_notices_a_lost_history(
     for key in (keys.history_minutes, keys.history_fives):  # Redis lost the history
         redis_client.delete(key)
     for shard in keys.shards:
-        redis_client.delete(shard.series_minutes, shard.series_fives)
+        redis_client.delete(shard.series_minutes)
     assert sums(tracker.history(window="1h")) == {}
     assert sums(tracker.history(window="7d")) == {}
 

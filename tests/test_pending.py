@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedtrack_redis.batch import Recorder, take_batch
 from fedtrack_redis.keys import NamespaceKeys, shard_of
 from fedtrack_redis.pending import CHUNK_DOMAINS, CHUNK_WRITES, ShardQueues
+from fedtrack_redis.stats import bucket_of
 
 KEYS = NamespaceKeys("ns")
 
@@ -151,3 +152,18 @@ def test_a_lost_lease_makes_the_shard_send_every_count_again() -> None:
         d for d in ("a.example", "b.example", "c.example") if keys.shard_for(d).shard == shard
     }
     assert resent == dict.fromkeys(same_shard, "1")
+
+
+def test_every_latency_bucket_of_a_row_reaches_its_line() -> None:
+    recorder = Recorder()
+    queues = ShardQueues(recorder, KEYS, "w1", lease_ttl=30)
+    for latency in (3, 3, 40, 700, 700, 700, 9000):  # three inline buckets and one more
+        recorder.record_success("a.example", latency, "HTTPS")
+    histogram = sealed_lines(queues, recorder)["a.example"].split("|")[3]
+    counts = dict(item.split(":") for item in histogram.split(","))
+    assert {int(b): int(c) for b, c in counts.items()} == {
+        bucket_of(3): 2,
+        bucket_of(40): 1,
+        bucket_of(700): 3,
+        bucket_of(9000): 1,
+    }

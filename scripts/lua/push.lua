@@ -17,26 +17,22 @@
 -- KEYS[15]   healthevents fedtrack:{<ns>:<SS>}:healthevents  stream of state changes, trimmed by time
 -- KEYS[16]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
--- KEYS[17]   fives     fedtrack:{<ns>:<SS>}:series:m5        hash "last" -> the shard's current 5-min
---                                                         bucket (a new one empties `seen`)
--- KEYS[18]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
+-- KEYS[17]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
 --                                                         before its first write in that 5-min bucket
--- KEYS[19]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
+-- KEYS[18]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
 --                                                         in that finished 5-min bucket
--- KEYS[20]   seen      fedtrack:{<ns>:<SS>}:series:seen      set of the hash keys of the domains based
---                                                         in the shard's current 5-min bucket
--- KEYS[21]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
+-- KEYS[19]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
 --                      this worker's in-flight messages of that age (columns 1..9, > 0)
--- KEYS[22]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
--- KEYS[23]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
--- KEYS[24]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
--- KEYS[24+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[20]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
+-- KEYS[21]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
+-- KEYS[22]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
+-- KEYS[22+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[24+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[22+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
 --            optionally followed by "|<health>" and "|<ages>" (absent or empty: nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
@@ -53,7 +49,7 @@
 --              number of in-flight messages of that age; the differences with the lease's
 --              ages go to the shard's qshape sums (never < 0). Column 0 (under 5 min) is
 --              never sent: it is T minus the others, and T is queued_messages, mirrored
---              into KEYS[23] here. A leading "=" marks a line that only carries ages
+--              into KEYS[21] here. A leading "=" marks a line that only carries ages
 --              (messages moved column): the domain is not touched (no last_active, not
 --              marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
@@ -99,7 +95,7 @@
 -- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
 -- its counters before the write in `base` (and, when `base` held an older bucket, that
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- one SMISMEMBER of `seen` per chunk, a few calls per domain and bucket, nothing per
+-- one HMGET of `base` per chunk, a few calls per domain and bucket, nothing per
 -- event. Both are written inside the at-most-once apply, so every series sum is exact.
 -- The blocks between the series:begin and series:end marks are the history's alone (the
 -- benchmark cuts them out to measure the push without the series).
@@ -137,7 +133,7 @@ end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
   .. '%|?(s?%d*)%|?(=?[%d:,]*)'
-local FIXED = 24
+local FIXED = 22
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -271,29 +267,26 @@ local MINUTES_KEPT = 180
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
--- `seen` holds the hash keys of the domains already based in the shard's current 5-min
--- bucket (emptied when the bucket changes): one SMISMEMBER of the chunk's own KEYS finds
--- the domains writing for the first time in this bucket
-if five > tonumber(call('HGET', KEYS[17], 'last') or '0') then
-  call('UNLINK', KEYS[20])
-  call('HSET', KEYS[17], 'last', string.format('%d', five))
-end
-local seen = {}
+-- a domain is based in this bucket when its `base` entry names the bucket: one HMGET of
+-- the chunk's domains (the tails of their hash keys) finds the first writes
+local bases = {}
 if #KEYS > FIXED then
-  seen = call('SMISMEMBER', KEYS[20], unpack(KEYS, FIXED + 1))
+  local names, at = {}, #KEYS[1] - #':hydrated' + #':d:' + 1
+  for j = FIXED + 1, #KEYS do
+    names[j - FIXED] = string.sub(KEYS[j], at)
+  end
+  bases = call('HMGET', KEYS[17], unpack(names))
 end
-local newly = {}
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 -- the domain's counters now (before this chunk's write) become its base in this bucket;
 -- an older base closes that bucket's counts for the leader to keep or drop
-local function rebase(key, domain)
-  local old = call('HGET', KEYS[18], domain)
+local function rebase(key, domain, old)
   local now_values = call('HMGET', key, unpack(COUNTED))
   for f = 1, 9 do
     now_values[f] = now_values[f] or '0'
   end
-  if old and string.find(old, fprefix, 1, true) ~= 1 then
+  if old then
     local bucket, values = string.match(old, '^(%d+)|(.*)$')
     local counts, f, any = {}, 0, false
     for value in string.gmatch(values, '%d+') do
@@ -308,13 +301,10 @@ local function rebase(key, domain)
       counts[f] = string.format('%d', count)
     end
     if any then
-      call('HSET', KEYS[19], bucket .. '|' .. domain, table.concat(counts, ','))
+      call('HSET', KEYS[18], bucket .. '|' .. domain, table.concat(counts, ','))
     end
   end
-  if not old or string.find(old, fprefix, 1, true) ~= 1 then
-    call('HSET', KEYS[18], domain, fprefix .. table.concat(now_values, ','))
-  end
-  newly[#newly + 1] = key
+  call('HSET', KEYS[17], domain, fprefix .. table.concat(now_values, ','))
 end
 -- a new bucket in a shard series trims the buckets that fell out of what it keeps
 local function trim(key, bucket, kept)
@@ -357,18 +347,18 @@ local function apply_ages(domain, ages)
     local k = tonumber(column)
     if k >= 1 then
       local field = domain .. '|' .. column
-      local held = tonumber(call('HGET', KEYS[21], field) or '0')
+      local held = tonumber(call('HGET', KEYS[19], field) or '0')
       local wanted = tonumber(count)
       local delta = wanted - held
       if delta ~= 0 then
         if wanted == 0 then
-          call('HDEL', KEYS[21], field)
+          call('HDEL', KEYS[19], field)
         else
-          call('HSET', KEYS[21], field, count)
+          call('HSET', KEYS[19], field, count)
         end
-        local updated = call('HINCRBY', KEYS[22], field, delta)
+        local updated = call('HINCRBY', KEYS[20], field, delta)
         if updated <= 0 then
-          call('HDEL', KEYS[22], field)
+          call('HDEL', KEYS[20], field)
           delta = delta - updated -- never below 0
         end
         age_sums[k] = age_sums[k] + delta
@@ -380,11 +370,11 @@ end
 -- the qshape index mirrors queued_messages (batched like the activity index)
 local function flush_queued()
   if #scored_queued > 0 then
-    call('ZADD', KEYS[23], unpack(scored_queued))
+    call('ZADD', KEYS[21], unpack(scored_queued))
     scored_queued = {}
   end
   if #unqueued > 0 then
-    call('ZREM', KEYS[23], unpack(unqueued))
+    call('ZREM', KEYS[21], unpack(unqueued))
     unqueued = {}
   end
 end
@@ -417,8 +407,11 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
   -- series:begin
-  if touched and seen[i - FIXED] == 0 then
-    rebase(key, domain)
+  if touched then
+    local old = bases[i - FIXED]
+    if not old or string.find(old, fprefix, 1, true) ~= 1 then
+      rebase(key, domain, old)
+    end
   end
   -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
@@ -516,9 +509,6 @@ for bucket, count in pairs(buckets) do
   call('HINCRBY', KEYS[11], 'h' .. bucket, count)
 end
 -- series:begin
-if #newly > 0 then
-  call('SADD', KEYS[20], unpack(newly))
-end
 trim(KEYS[16], minute, MINUTES_KEPT)
 local mprefix = string.format('%d:', minute)
 for f = 1, 9 do
@@ -532,7 +522,7 @@ if queued_delta ~= 0 then
 end
 for k = 1, 9 do
   if age_sums[k] ~= 0 then
-    call('HINCRBY', KEYS[24], k, age_sums[k])
+    call('HINCRBY', KEYS[22], k, age_sums[k])
   end
 end
 call('HSET', KEYS[2], worker, given)
@@ -548,7 +538,7 @@ for _, old in ipairs(stale) do
     call('ZREM', KEYS[3], old)
   end
 end
-if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[21]) == 1 then
+if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[19]) == 1 then
   call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   call('ZREM', KEYS[6], worker)

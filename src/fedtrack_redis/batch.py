@@ -10,15 +10,15 @@ per call, ≤ 300 B per domain touched). One ``list`` row per domain spelling to
 
     [failed_http, failed_https, failed_smtp, success_http, success_https, success_smtp,
      inbound, total_latency_ms, queued, row_id, bucket_1, count_1, bucket_2, count_2,
-     outcomes]
+     outcomes, bucket_3, count_3]
 
 * Rows are keyed by the caller's spelling, so a known spelling costs one dict lookup for
   both validation and the row; a spelling is validated (`DomainMemo`) when its row is
   created, and rows of one domain are merged by normalized name at swap time.
 * ``queued`` is the worker's absolute in-flight count for the domain, or -1 when no queue
   call touched it; queue calls always use the row of the normalized name.
-* The first two latency buckets of a row are counted inline (most domains see one or
-  two buckets per interval); any other lands in one dict per batch keyed by
+* The first three latency buckets of a row are counted inline (most domains see one to
+  three buckets per interval); any other lands in one dict per batch keyed by
   ``row_id + bucket``, where ``row_id`` is the row's insertion index shifted left by 7
   bits (buckets are 0…100). A dict entry costs about 70 B, two list slots 16 B.
 * ``last_active`` is set by Redis's clock when the row is pushed: a row is a touch.
@@ -64,8 +64,14 @@ SECOND_COUNT = 13
 #: ``2 * (temporary outbound failures after the row's last outbound success) + (1 when
 #: the row holds an outbound success)``; `outcome_text` decodes it.
 HEALTH = 14
-#: The (bucket, count) slot pairs counted inline in a row.
-INLINE_BUCKETS = ((FIRST_BUCKET, FIRST_COUNT), (SECOND_BUCKET, SECOND_COUNT))
+THIRD_BUCKET = 15
+THIRD_COUNT = 16
+#: The (bucket, count) slot pairs counted inline in a row, filled in this order.
+INLINE_BUCKETS = (
+    (FIRST_BUCKET, FIRST_COUNT),
+    (SECOND_BUCKET, SECOND_COUNT),
+    (THIRD_BUCKET, THIRD_COUNT),
+)
 ROW_ID_SHIFT = 7
 NOT_QUEUED = -1
 
@@ -161,7 +167,7 @@ class Batch(NamedTuple):
 
 
 def _new_row(queued: int, rows: dict[str, Row]) -> Row:
-    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0, 0]
+    return [0, 0, 0, 0, 0, 0, 0, 0, queued, len(rows) << ROW_ID_SHIFT, -1, 0, -1, 0, 0, -1, 0]
 
 
 class Recorder:
@@ -200,7 +206,7 @@ class Recorder:
             latency_ms, bucket = latency_bucket(latency_ms)
         # Row slots are literals here (a module constant costs a dict lookup per use):
         # 6 INBOUND, 7 LATENCY, 9 ROW_ID, 10/11 FIRST_BUCKET/COUNT, 12/13 SECOND_...,
-        # 14 HEALTH
+        # 14 HEALTH, 15/16 THIRD_...
         self._acquire()
         try:
             row = self._rows.get(domain)
@@ -214,12 +220,17 @@ class Recorder:
                     row[11] += 1
                 elif row[12] == bucket:
                     row[13] += 1
+                elif row[15] == bucket:
+                    row[16] += 1
                 elif row[10] < 0:
                     row[10] = bucket
                     row[11] = 1
                 elif row[12] < 0:
                     row[12] = bucket
                     row[13] = 1
+                elif row[15] < 0:
+                    row[15] = bucket
+                    row[16] = 1
                 else:
                     self._histogram[row[9] + bucket] += 1
         except TypeError:

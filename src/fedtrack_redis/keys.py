@@ -214,8 +214,8 @@ class ShardKeys:
 
     @cached_property
     def series_fives(self) -> str:
-        """Hash: ``last`` → the shard's current 5-minute bucket (a new one empties
-        `series_seen`); 5-minute cluster buckets are sums of `series_minutes`."""
+        """Hash written by releases before the seen set was dropped (``last``: the shard's
+        5-minute bucket); named so that clearing a namespace removes it."""
         return f"{self.base}:series:m5"
 
     @cached_property
@@ -226,8 +226,9 @@ class ShardKeys:
 
     @cached_property
     def series_seen(self) -> str:
-        """Set: the hash keys (`domain`) of the domains already based in the shard's
-        current 5-minute bucket (emptied by the first push of the next bucket)."""
+        """Set written by releases before it was dropped (the hash keys of the domains
+        based in the shard's 5-minute bucket, now read from `series_base` itself); named
+        so that clearing a namespace removes it."""
         return f"{self.base}:series:seen"
 
     @cached_property

@@ -28,6 +28,8 @@ from .batch import (
     ROW_ID_SHIFT,
     SECOND_BUCKET,
     SECOND_COUNT,
+    THIRD_BUCKET,
+    THIRD_COUNT,
     Batch,
     Recorder,
     inflight_snapshot,
@@ -194,6 +196,9 @@ class ShardQueues:
                     buckets[first] = buckets.get(first, 0) + row[FIRST_COUNT]
                     if second >= 0:
                         buckets[second] = buckets.get(second, 0) + row[SECOND_COUNT]
+                        third = row[THIRD_BUCKET]
+                        if third >= 0:
+                            buckets[third] = buckets.get(third, 0) + row[THIRD_COUNT]
             row[PENDING_BUCKETS] = buckets
             name = require(spelling)
             shard = cache.get(name)

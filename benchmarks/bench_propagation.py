@@ -106,7 +106,10 @@ def run_mode(
         kind, count, _, _ = pipe.recv()
         assert kind == "ready"
         loaded.append(count)
-    writer = PolicyStore(database_url, env.redis_url, namespace=namespace).init()
+    # the writer is an admin process, as the API is: it keeps its database connections
+    writer = PolicyStore(
+        database_url, env.redis_url, namespace=namespace, database_pool=True
+    ).init()
     publisher = redis.Redis.from_url(env.redis_url)
     samples: list[float] = []
     all_visible: list[float] = []

@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from fedtrack_redis import (
     FedtrackError,
@@ -186,3 +188,44 @@ def test_many_threads_adding_removing_and_checking(
     other = make_policy_store()
     assert set(other.list_rules()) == expected
     wait_for(lambda: store.version == other.version, 5, "caches agree on the version")
+
+
+def _connections_of_this_process(url: str) -> int:
+    with sa.create_engine(url, poolclass=NullPool).connect() as connection:
+        return int(
+            connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND client_port = ANY(:ports)"
+                ),
+                {"ports": _client_ports()},
+            ).scalar_one()
+        )
+
+
+def _client_ports() -> list[int]:
+    """The local TCP ports of this process's connections to PostgreSQL (port 5432)."""
+    ports = []
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if state == "01" and int(remote.split(":")[1], 16) == 5432:
+            ports.append(int(local.split(":")[1], 16))
+    return ports
+
+
+def test_a_store_keeps_no_database_connection_unless_pooled(
+    migrated_postgres_url: str, redis_url: str, namespace: str
+) -> None:
+    worker = PolicyStore(migrated_postgres_url, redis_url, namespace=namespace).init()
+    admin = PolicyStore(migrated_postgres_url, redis_url, namespace=namespace, database_pool=True)
+    try:
+        worker.add_rule("a.example")
+        assert _connections_of_this_process(migrated_postgres_url) == 0
+        admin.init().add_rule("b.example")
+        kept = _connections_of_this_process(migrated_postgres_url)
+        admin.add_rule("c.example")  # the same connection again, not a new one
+        assert kept == _connections_of_this_process(migrated_postgres_url) == 1
+    finally:
+        worker.close()
+        admin.close()
+    assert _connections_of_this_process(migrated_postgres_url) == 0

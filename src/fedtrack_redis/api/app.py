@@ -59,6 +59,7 @@ def create_app(
                 settings.redis_url,
                 namespace=settings.namespace,
                 database_id=settings.database_id,
+                database_pool=True,  # an admin process: changes skip a new connection
             )
             store = await run_in_threadpool(opened.init)
         reader = stats or StatsReader(

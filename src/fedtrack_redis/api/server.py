@@ -24,6 +24,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8025) -> N
         settings.redis_url,
         namespace=settings.namespace,
         database_id=settings.database_id,
+        database_pool=True,  # an admin process: changes skip a new connection
     )
     stats = StatsReader(
         settings.redis_url, namespace=settings.namespace, database=settings.database_url

@@ -320,8 +320,9 @@ class RedisCluster(_Launcher):
         return self.master_for_slot(key_slot(key.encode() if isinstance(key, str) else key))
 
     def is_healthy(self) -> bool:
-        """Every live node: ``cluster_state:ok`` with all slots ok and every node known;
-        every replica's ``master_link_status:up``; the expected number of masters."""
+        """Every live node: ``cluster_state:ok`` with all slots ok and every node known,
+        and a view of every master with its replicas (gossip has spread the replicas'
+        roles); every replica's ``master_link_status:up``; the expected number of masters."""
         live = self.live_ports
         roles: Counter[str] = Counter()
         for port in live:
@@ -332,6 +333,9 @@ class RedisCluster(_Launcher):
                 or info.get("cluster_slots_ok") != str(SLOTS)
                 or info.get("cluster_known_nodes") != str(len(self.nodes))
             ):
+                return False
+            topology = self.topology(port)
+            if topology is None or any(len(seen) < self.replicas for seen in topology.values()):
                 return False
             role = self._admin.role(port)
             roles[str(role)] += 1

@@ -31,4 +31,4 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "${selection[@]}" "$@"
+.venv/bin/python -m pytest --durations=20 "${selection[@]}" "$@"

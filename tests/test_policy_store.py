@@ -229,3 +229,16 @@ def test_a_store_keeps_no_database_connection_unless_pooled(
         worker.close()
         admin.close()
     assert _connections_of_this_process(migrated_postgres_url) == 0
+
+
+def test_a_change_does_not_count_the_rules_in_the_database(policy_store: PolicyStore) -> None:
+    """A count(*) of the rules table grew with every rule (1.4 ms at 10,000): a change
+    answers with the process's own count, which holds the change."""
+    policy_store.add_rules(f"r{i}.example" for i in range(50))
+    statements: list[str] = []
+    database = policy_store.audit_database()
+    sa.event.listen(database, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert policy_store.add_rule("new.example") == 51
+    assert policy_store.add_rule("new.example") == 51  # unchanged: nothing written
+    assert policy_store.remove_rule("r0.example") == 50
+    assert statements and not [s for s in statements if "count(" in s.lower()]

@@ -28,15 +28,19 @@ from .writer import Work
 LOAD_ALL_ABOVE = 2000
 
 
-def add(edit: RuleEdit, actor: str) -> Work[int]:
-    """Add the rule of `edit`, or change the fields it passes; the result is the count."""
+def add(edit: RuleEdit, actor: str) -> Work[None]:
+    """Add the rule of `edit`, or change the fields it passes.
 
-    def work(connection: sa.Connection, version: int) -> tuple[Change | None, int]:
+    Neither this nor `remove` counts the rules in the database (a scan of the table, which
+    grew with every rule): the store answers with its own count once the change applied.
+    """
+
+    def work(connection: sa.Connection, version: int) -> tuple[Change | None, None]:
         now = int(time.time())
         old = db.get_rule(connection, edit.text)
         new = edit.apply(old, actor=actor, now=now)
         if new is old:
-            return None, db.count_rules(connection)
+            return None, None
         db.save_rule(connection, new, new=old is None)
         audit.record(
             connection,
@@ -47,23 +51,23 @@ def add(edit: RuleEdit, actor: str) -> Work[int]:
             after=rule_json(new),
             at=now,
         )
-        return Change(version, "add", rules=(new,)), db.count_rules(connection)
+        return Change(version, "add", rules=(new,)), None
 
     return work
 
 
-def remove(text: str, actor: str) -> Work[int]:
-    """Remove the rule with this canonical text; the result is the count left."""
+def remove(text: str, actor: str) -> Work[None]:
+    """Remove the rule with this canonical text."""
 
-    def work(connection: sa.Connection, version: int) -> tuple[Change | None, int]:
+    def work(connection: sa.Connection, version: int) -> tuple[Change | None, None]:
         old = db.get_rule(connection, text)
         if old is None:
-            return None, db.count_rules(connection)
+            return None, None
         db.remove_rule(connection, text)
         audit.record(
             connection, actor=actor, action=audit.REMOVE, target=text, before=rule_json(old)
         )
-        return Change(version, "remove", texts=(text,)), db.count_rules(connection)
+        return Change(version, "remove", texts=(text,)), None
 
     return work
 

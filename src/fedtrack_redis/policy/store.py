@@ -266,13 +266,15 @@ class PolicyStore:
             expires_at=expires_at,
             source=source,
         )
-        return self._write().run(changes.add(edit, check_actor(actor)))
+        self._write().run(changes.add(edit, check_actor(actor)))
+        return self.count()  # this process's view holds the change now
 
     def remove_rule(self, text: str, *, actor: str | None = None) -> int:
         """Remove the rule with this text (an unknown rule is not an error, and writes
         nothing); return how many remain."""
         canonical = parse_rule(text).text
-        return self._write().run(changes.remove(canonical, check_actor(actor)))
+        self._write().run(changes.remove(canonical, check_actor(actor)))
+        return self.count()
 
     def flush_rules(self, *, actor: str | None = None) -> None:
         """Remove every rule (one audit entry, target ``*``)."""

@@ -27,7 +27,14 @@ from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.scripts import Scripts
 from fedtrack_redis.series import SeriesCloser
 from history_helpers import EPOCH, Clock, clock, counted, merge, sums
-from tracker_helpers import expected_totals, make_tracker, replay, workload
+from tracker_helpers import (
+    domain_hash,
+    expected_totals,
+    is_history_field,
+    make_tracker,
+    replay,
+    workload,
+)
 
 __all__ = ["clock", "make_tracker"]
 
@@ -142,22 +149,40 @@ def test_closing_keeps_the_most_active_the_watched_and_the_held(
 
 
 def test_a_domain_written_again_after_its_bucket_closes_its_bucket_exactly(
-    make_tracker: MakeTracker, clock: Clock, redis_url: str, namespace: str
+    make_tracker: MakeTracker,
+    clock: Clock,
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
 ) -> None:
+    def bucket_fields() -> list[str]:  # the hash's field naming the bucket of its base
+        return [
+            name
+            for name in domain_hash(redis_client, namespace, "a.example")
+            if is_history_field(name)
+        ]
+
     tracker = make_tracker()
     tracker.record_success("a.example", 10, "HTTPS")
     tracker.push()
+    assert bucket_fields() == [f"b{clock.now // FIVE}"]
     clock.advance(FIVE)  # a new bucket: the next write closes the old one in push.lua
     tracker.record_success("a.example", 20, "HTTPS")
     tracker.record_success("a.example", 20, "HTTPS")
     tracker.push()
+    assert bucket_fields() == [f"b{clock.now // FIVE}"]  # the old one went with its base
     start = clock.now // FIVE * FIVE
     first = {"success_https": 1, "successful_deliveries": 1, "total_latency_ms": 10}
     second = {"success_https": 2, "successful_deliveries": 2, "total_latency_ms": 40}
     assert by_start(tracker.history("a.example", "1h")) == {start - FIVE: first, start: second}
     clock.advance(FIVE)
     closer(redis_url, namespace).close()
+    assert bucket_fields() == []  # the closing removed it with the base
     assert by_start(tracker.history("a.example", "1h")) == {start - FIVE: first, start: second}
+    tracker.record_success("a.example", 30, "HTTPS")  # a first write in its bucket again
+    tracker.push()
+    third = {"success_https": 1, "successful_deliveries": 1, "total_latency_ms": 30}
+    assert by_start(tracker.history("a.example", "1h"))[start + FIVE] == third
 
 
 def test_series_memory_is_bounded_by_the_caps(

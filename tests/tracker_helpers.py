@@ -42,6 +42,12 @@ def domain_hash(client: redis.Redis, namespace: str, domain: str) -> dict[str, s
     return client.hgetall(keys.shard_for(domain).domain(domain))  # type: ignore[return-value]
 
 
+def is_history_field(name: str) -> bool:
+    """The ``b<bucket>`` field push.lua keeps in a domain hash: the 5-minute bucket the
+    domain's history base is of (docs/history.md), not a stat."""
+    return name[:1] == "b" and name[1:].isdigit()
+
+
 def counters(client: redis.Redis, namespace: str, domain: str) -> dict[str, int]:
     """The counters of one domain hash (docs/redis-keys.md) (missing fields are 0)."""
     fields = domain_hash(client, namespace, domain)

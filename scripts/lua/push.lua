@@ -95,7 +95,7 @@
 -- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
 -- its counters before the write in `base` (and, when `base` held an older bucket, that
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- one HMGET of `base` per chunk, a few calls per domain and bucket, nothing per
+-- a marker field set with last_active, a few calls per domain and bucket, nothing per
 -- event. Both are written inside the at-most-once apply, so every series sum is exact.
 -- The blocks between the series:begin and series:end marks are the history's alone (the
 -- benchmark cuts them out to measure the push without the series).
@@ -267,21 +267,20 @@ local MINUTES_KEPT = 180
 local minute = math.floor(now / 60)
 local five = math.floor(now / 300)
 local fprefix = string.format('%d|', five)
--- a domain is based in this bucket when its `base` entry names the bucket: one HMGET of
--- the chunk's domains (the tails of their hash keys) finds the first writes
-local bases = {}
-if #KEYS > FIXED then
-  local names, at = {}, #KEYS[1] - #':hydrated' + #':d:' + 1
-  for j = FIXED + 1, #KEYS do
-    names[j - FIXED] = string.sub(KEYS[j], at)
-  end
-  bases = call('HMGET', KEYS[17], unpack(names))
-end
+-- A domain's hash holds a field `b<bucket>` naming the 5-minute bucket its base is of:
+-- the touch's HSET of last_active sets it too and answers how many fields were new, so
+-- its first write in a bucket costs nothing more to find (last_active is new only with
+-- that field: a new hash has neither).
+local based_field = 'b' .. string.format('%d', five)
 local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
   'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
 -- the domain's counters now (before this chunk's write) become its base in this bucket;
 -- an older base closes that bucket's counts for the leader to keep or drop
-local function rebase(key, domain, old)
+local function rebase(key, domain)
+  local old = call('HGET', KEYS[17], domain)
+  if old and string.find(old, fprefix, 1, true) == 1 then
+    return -- based in this bucket already, by a release that set no such field
+  end
   local now_values = call('HMGET', key, unpack(COUNTED))
   for f = 1, 9 do
     now_values[f] = now_values[f] or '0'
@@ -303,6 +302,7 @@ local function rebase(key, domain, old)
     if any then
       call('HSET', KEYS[18], bucket .. '|' .. domain, table.concat(counts, ','))
     end
+    call('HDEL', key, 'b' .. bucket)
   end
   call('HSET', KEYS[17], domain, fprefix .. table.concat(now_values, ','))
 end
@@ -406,12 +406,13 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
   if touched and closing and call('SREM', KEYS[8], domain) == 1 then
     call('HSET', KEYS[9], domain, table.concat(call('HGETALL', key), '\t'))
   end
+  local stamped = false
   -- series:begin
   if touched then
-    local old = bases[i - FIXED]
-    if not old or string.find(old, fprefix, 1, true) ~= 1 then
-      rebase(key, domain, old)
+    if call('HSET', key, 'last_active', stamp, based_field, '1') > 0 then
+      rebase(key, domain)
     end
+    stamped = true
   end
   -- series:end
   if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
@@ -432,7 +433,6 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
       fields = fields + 1
     end
   end
-  local stamped = false
   if queued ~= '' then
     local wanted = tonumber(queued)
     local held = tonumber(call('HGET', KEYS[7], domain) or '0')

@@ -14,7 +14,8 @@
 -- For each entry: the bucket's counts are the domain's `closed` entry, or, while `base`
 -- still holds that bucket, its live counters minus the base (no write since); the entry
 -- is removed in the same call as the counts are kept, so a retried or resumed closing
--- never keeps a bucket twice. An entry already gone (closed by an earlier call) is skipped.
+-- never keeps a bucket twice. Closing a base also removes its `b<bucket>` field from the
+-- domain's hash, so the domain's next write is a first write again. An entry already gone (closed by an earlier call) is skipped.
 -- Returns {closed, kept}: entries closed by this call, buckets kept.
 -- Clock: none (the caller passes the shard's open bucket, read from the shard's TIME).
 
@@ -46,6 +47,7 @@ for j = 1, #ARGV - 1 do
         values[f] = string.format('%d', count)
       end
       call('HDEL', KEYS[1], domain)
+      call('HDEL', hash, 'b' .. bucket) -- push.lua's field naming the bucket of the base
       closed = closed + 1
       if any then
         counts = table.concat(values, ',')

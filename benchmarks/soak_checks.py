@@ -319,7 +319,10 @@ def check_g3(rows: Rows, sums: LedgerSums, kills: dict[str, float], window: floa
 def check_never_ahead(label: str, samples: list[Sample], ledgers: list[Ledger]) -> Check:
     """At every sample, no field sum exceeds what the workers had recorded by then (an
     event counted twice — a retry applied again, a double hydration — would)."""
-    intervals = sorted((i.recorded_at, i.totals) for ledger in ledgers for i in ledger.intervals)
+    intervals = sorted(
+        ((i.recorded_at, i.totals) for ledger in ledgers for i in ledger.intervals),
+        key=lambda interval: interval[0],  # two ledgers may stamp the same instant
+    )
     times = [at for at, _ in intervals]
     cumulative: list[dict[str, int]] = []
     running = dict.fromkeys(COUNTERS, 0)

@@ -95,7 +95,7 @@
 -- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
 -- its counters before the write in `base` (and, when `base` held an older bucket, that
 -- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- a marker field set with last_active, a few calls per domain and bucket, nothing per
+-- a `b<bucket>` field set with last_active, a few calls per domain and bucket, nothing per
 -- event. Both are written inside the at-most-once apply, so every series sum is exact.
 -- The blocks between the series:begin and series:end marks are the history's alone (the
 -- benchmark cuts them out to measure the push without the series).

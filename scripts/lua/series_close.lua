@@ -15,7 +15,8 @@
 -- still holds that bucket, its live counters minus the base (no write since); the entry
 -- is removed in the same call as the counts are kept, so a retried or resumed closing
 -- never keeps a bucket twice. Closing a base also removes its `b<bucket>` field from the
--- domain's hash, so the domain's next write is a first write again. An entry already gone (closed by an earlier call) is skipped.
+-- domain's hash, so the domain's next write is a first write again. An entry already
+-- gone (closed by an earlier call) is skipped.
 -- Returns {closed, kept}: entries closed by this call, buckets kept.
 -- Clock: none (the caller passes the shard's open bucket, read from the shard's TIME).
 

@@ -227,8 +227,8 @@ class ShardKeys:
     @cached_property
     def series_seen(self) -> str:
         """Set written by releases before it was dropped (the hash keys of the domains
-        based in the shard's 5-minute bucket, now read from `series_base` itself); named
-        so that clearing a namespace removes it."""
+        based in the shard's 5-minute bucket; a ``b<bucket>`` field of the domain's hash
+        says so now); named so that clearing a namespace removes it."""
         return f"{self.base}:series:seen"
 
     @cached_property

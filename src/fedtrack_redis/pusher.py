@@ -154,10 +154,12 @@ class Pusher:
             # While failing, heartbeats wait for the backoff like everything else.
             heartbeat = next_push if failures else self._queues.next_heartbeat()
             wake = min(next_push, next_reap, heartbeat)
-            if self._stop.wait(max(0.0, wake - time.monotonic())):
+            waiting_from = time.monotonic()
+            if self._stop.wait(max(0.0, wake - waiting_from)):
                 return
             now = time.monotonic()
-            self._note_lateness(now - wake)
+            # late against the wake-up planned, or the start of the wait if that was past
+            self._note_lateness(now - max(wake, waiting_from))
             if now >= next_push or now >= heartbeat:
                 try:
                     with self._cycle_lock:

@@ -53,7 +53,8 @@ class PolicyStore:
     ``library:<host>``). A store keeps no database connection between uses, as a worker
     must (it only follows the policy); ``database_pool=True`` keeps a few open instead,
     for a process that makes changes (the admin API), so that a change does not pay for
-    a new connection (a few milliseconds, most of a change's time before it propagates).
+    a new connection (a few milliseconds, a good part of a change's time before it
+    propagates).
     """
 
     def __init__(

@@ -198,18 +198,20 @@ def _connections_of_this_process(url: str) -> int:
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                     " AND pid <> pg_backend_pid() AND client_port = ANY(:ports)"
                 ),
-                {"ports": _client_ports()},
+                {"ports": _client_ports(sa.make_url(url).port or 5432)},
             ).scalar_one()
         )
 
 
-def _client_ports() -> list[int]:
-    """The local TCP ports of this process's connections to PostgreSQL (port 5432)."""
+def _client_ports(server_port: int) -> list[int]:
+    """The local TCP ports of this process's connections to the server on `server_port`
+    (a throwaway PostgreSQL listens on a port of its own)."""
     ports = []
-    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
-        local, remote, state = line.split()[1:4]
-        if state == "01" and int(remote.split(":")[1], 16) == 5432:
-            ports.append(int(local.split(":")[1], 16))
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.append(int(local.rsplit(":", 1)[1], 16))
     return ports
 
 

@@ -8,7 +8,8 @@ rows, pushed by a real tracker) on a throwaway Redis that logs every call over 1
   linear, ≤ 8 s at a million (≤ 1 s at 100,000); baselines: COPY + UPSERT alone, and
   pipelined HSET of the same hashes;
 * a page (``/servers?limit=50``, by activity and by failures), the status (totals and
-  anomalies), and a name filter: p99 ≤ 50 ms, ≤ 50 ms, ≤ 300 ms at a million, flat;
+  anomalies), and a name filter (a prefix of 1 in 9 names, a label suffix of 8 and one of
+  1 in 13): p99 ≤ 50 ms, ≤ 50 ms, ≤ 300 ms at a million, flat;
   baseline: the old way, reading every domain (measured up to 100,000 domains);
 * Redis memory per domain (≤ 450 B typical at a million, ≤ 512 B at 100,000);
 * the SLOWLOG: no call over 10 ms through all of it.
@@ -136,6 +137,10 @@ def measure(env: Env, report: Report, count: int, client: redis.Redis) -> dict[s
             figures["search_suffix_p99_ms"] = timed_p99(
                 lambda: reader.named(reader.search("host77.example12.org", 50, order="activity")[0])
             )
+            # a label suffix under which 1 in 13 domains lie: scattered through the table
+            figures["search_broad_suffix_p99_ms"] = timed_p99(
+                lambda: reader.named(reader.search("example3.org", 50, order="activity")[0])
+            )
             if count <= 100_000:  # the old way: read every domain
                 figures["full_scan_ms"] = timed_p99(lambda: read_all(engine, keys), rounds=3)
             slow = slow_calls(client)
@@ -213,6 +218,13 @@ def run(env: Env, report: Report, sizes: tuple[int, ...] = (10_000, 100_000)) ->
         SECTION,
         f"name filter (label suffix) p99, {scale}",
         largest["search_suffix_p99_ms"],
+        "ms",
+        target=bound("search_p99_ms", 300.0),
+    )
+    report.figure(
+        SECTION,
+        f"name filter (label suffix of 1 in 13 domains) p99, {scale}",
+        largest["search_broad_suffix_p99_ms"],
         "ms",
         target=bound("search_p99_ms", 300.0),
     )

@@ -2,14 +2,17 @@
 
 Domains are listed from the per-shard indexes (never ``KEYS``/``SCAN``) and their hashes
 fetched in pipelined pages, one pipeline per node. Pages and the cluster's totals cost the
-same at a million domains as at a hundred: `page` merges the top of each shard's index
-(activity, or the bounded top lists of failures, latency and backlog, `tops`),
+same at a million domains as at a hundred: `page` reads each shard's index (activity, or
+the bounded top lists of failures, latency and backlog, `tops`) as one merged order
+(`ranked`), only as deep as the page,
 and `totals` adds up the 16 per-shard totals hashes. Only `read_all` (the tracker's
 `get_all`, for small namespaces and tests) reads every domain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any, cast
 
 import redis
@@ -25,6 +28,7 @@ from .errors import BackendUnavailableError, ConfigurationError
 from .history import HistoryBucket, read_history
 from .keys import NamespaceKeys, ShardKeys
 from .qshape import QShape, read_qshape
+from .ranked import FIRST_CHUNK, LARGEST_CHUNK, Budget, walk
 from .stats import HASH_FIELDS, ServerStat
 from .tops import score_pairs
 
@@ -110,8 +114,11 @@ INDEXES = {
 TOP_DEPTH = TOP_SIZE
 #: Deepest page of the activity order (its cost grows with the depth).
 ACTIVITY_DEPTH = 10_000
-#: Matches of a name search counted at most.
+#: Matches of a name search counted at most; a filter by activity matching more is paged
+#: from the activity index (`StatsReader.matching_active`).
 SEARCH_CAP = 10_000
+#: Entries of the activity index a name search reads at most before the database pages it.
+SEARCH_WALK = 10_000
 
 
 def top(
@@ -119,16 +126,16 @@ def top(
     keys: NamespaceKeys,
     order: str,
     depth: int,
-    per_shard: int | None = None,
+    per_shard: int,
 ) -> list[tuple[str, float, ShardKeys]]:
     """The `depth` first (domain, score, shard) of an order, merged across shards from
-    the first `per_shard` (default `depth`: exact) of each shard."""
+    the first `per_shard` of each shard (one round trip per node: the anomalies'
+    candidates, where a shard's cut need not be exact)."""
     index = INDEXES[order]
-    taken = depth if per_shard is None else per_shard
     replies = engine.per_shard(
         keys.shards,
         lambda pipe, shard: pipe.execute_command(
-            "ZREVRANGE", getattr(shard, index), 0, taken - 1, "WITHSCORES"
+            "ZREVRANGE", getattr(shard, index), 0, per_shard - 1, "WITHSCORES"
         ),
     )
     # (-score, domain) sorts as the order does; a domain lives in one shard, so the
@@ -140,6 +147,16 @@ def top(
     ]
     merged.sort()
     return [(domain, -negated, shard) for negated, domain, shard in merged[:depth]]
+
+
+def in_order(
+    engine: RedisEngine, keys: NamespaceKeys, order: str, depth: int
+) -> Iterator[tuple[str, float, ShardKeys]]:
+    """An order's entries, highest score first and equal scores by name, read lazily
+    (`ranked.walk`); the first round reads about twice a shard's share of `depth`."""
+    index = INDEXES[order]
+    first = min(LARGEST_CHUNK, max(FIRST_CHUNK, 2 * depth // len(keys.shards) + 1))
+    return walk(engine, keys.shards, lambda shard: str(getattr(shard, index)), first)
 
 
 def page(
@@ -164,7 +181,9 @@ def page(
             " filter by name, or page by activity"
         )
     try:
-        entries = top(engine, keys, order, offset + limit)[offset:]
+        entries = list(
+            islice(in_order(engine, keys, order, offset + limit), offset, offset + limit)
+        )
         stats = read_hashes(engine, [(domain, shard) for domain, _score, shard in entries])
         index = INDEXES[order]
         sizes = engine.per_shard(keys.shards, lambda pipe, s: pipe.zcard(getattr(s, index)))
@@ -233,9 +252,16 @@ class StatsReader:
         cap: int = SEARCH_CAP,
         order: str = "domain",
     ) -> tuple[list[str], int]:
-        """Domains by name from the database's copy (`store.search`): the page of names in
-        `order` (``domain``, ``activity``, ``failures``, ``latency``, ``queued``), and how
-        many match (at most `cap`). Needs the reader's ``database``."""
+        """Domains by name (`store.search`): the page of names in `order` (``domain``,
+        ``activity``, ``failures``, ``latency``, ``queued``), and how many match (at most
+        `cap`). Needs the reader's ``database``.
+
+        The database counts the matches and, for up to `cap` of them, sorts and pages
+        them. A filter by activity that matches more than `cap` (``mail``, a large
+        provider's domain) is paged from the activity index instead (`matching_active`):
+        so broad a filter fills a page within the first few thousand entries, where the
+        database would sort every match (at a million domains, a filter matching a tenth
+        of them took 250 ms that way, reading most of the table)."""
         from .store import search
 
         if self._database_source is None:
@@ -243,10 +269,42 @@ class StatsReader:
         if self._database is None:
             self._database = database_engine(self._database_source, pooled=False)
         try:
-            names = search.find_domains(self._database, text, limit, offset, order)
-            return names, search.count_domains(self._database, text, cap)
+            total = search.count_domains(self._database, text, cap)
+            names = None
+            if text and order == "activity" and total >= cap:
+                names = self.matching_active(search.name_filter(text), limit, offset)
+            if names is None:
+                names = search.find_domains(self._database, text, limit, offset, order)
+            return names, total
         except sa.exc.DBAPIError as exc:
             raise BackendUnavailableError(f"searching names ({type(exc.orig).__name__})") from exc
+
+    def matching_active(
+        self, value: str, limit: int, offset: int = 0, budget: int = SEARCH_WALK
+    ) -> list[str] | None:
+        """The page of domains matching the filter `value` (`store.search.matches`), most
+        recently active first and ties by name, from the activity index (`ranked`); None
+        when the page needs more than `budget` entries of it (the filter is rarer near
+        the top than its count said: the database then sorts it)."""
+        from .store.search import matches
+
+        within = Budget(limit=budget)
+        # chunks of at most half a shard's share, so that the walk stops near its budget
+        largest = max(FIRST_CHUNK, budget // (2 * len(self.keys.shards)))
+        try:
+            entries = walk(
+                self.engine,
+                self.keys.shards,
+                lambda shard: shard.active,
+                min(largest, max(FIRST_CHUNK, 2 * (offset + limit) // len(self.keys.shards))),
+                largest,
+                keep=lambda domain: matches(domain, value),
+                budget=within,
+            )
+            found = [domain for domain, _score, _shard in islice(entries, offset + limit)]
+        except redis.RedisError as exc:
+            raise BackendUnavailableError(f"reading the activity index: {exc}") from exc
+        return None if within.exhausted else found[offset:]
 
     def named(self, domains: list[str]) -> list[ServerStat]:
         """The stats of these (normalized) domains, in order; unknown ones left out."""

@@ -87,8 +87,9 @@ def list_servers(
     """Per-domain stats, cluster-wide, sorted and paginated from indexes (never a scan of
     every domain). Sorting by failures, latency or queued reaches the top 1,000; a name
     filter (or sorting by domain) reads the names from the database's copy, which the
-    flusher keeps within one flush interval: the database sorts and pages the matches
-    (by its copy's values), and the page's stats are read live."""
+    flusher keeps within one flush interval: the database counts, sorts and pages the
+    matches (by its copy's values), except a filter by activity matching more than 10,000,
+    paged from the activity index; the page's stats are read live."""
     if q.strip() or sort == "domain":
         text = name_filter(q) if q.strip() else ""
         names, total = stats.search(text, limit, offset, order=sort)

@@ -7,6 +7,12 @@ when present) answer the two matches operators type: a *prefix* of the name (``m
 ``mail.example.org``) and a *label suffix* (``example.org`` → ``example.org``,
 ``a.b.example.org``, not ``badexample.org``). Names only hold ``a-z 0-9 . - :``, so they are
 used in LIKE patterns without escaping.
+
+Sorting the matches reads every matching row. The flusher inserts new rows in name order
+(`stats.upsert_stats`), so a prefix's rows lie together as far as they arrived together;
+a label suffix's never do. A broad filter by activity is therefore paged from Redis's
+activity index (`reads.StatsReader.search`); at a million domains a suffix matching
+77,000 of them took 195 ms here to sort, against 6 ms from the index.
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ def name_filter(text: str) -> str:
             " or a domain whose subdomains to list)"
         )
     return value
+
+
+def matches(name: str, value: str) -> bool:
+    """Whether `find_domains` lists `name` for the (validated) filter `value`: it starts
+    with `value`, or lies under the domain `value` on a label boundary."""
+    return name.startswith(value) or name.endswith("." + value)
 
 
 def find_domains(

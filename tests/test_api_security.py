@@ -402,8 +402,14 @@ def test_database_lost_mid_run_503_names_no_driver_text_nor_password(
 
 
 def test_an_unreachable_database_at_start_never_shows_the_password(
-    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    redis_url: str,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from fedtrack_redis.policy import writer
+
+    monkeypatch.setattr(writer, "INIT_DATABASE_PATIENCE", 0.5)  # start-up retries: not 30 s
     caplog.set_level(logging.DEBUG)
     settings = Settings(
         redis_url=redis_url,

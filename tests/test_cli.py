@@ -166,7 +166,10 @@ def test_bad_configuration_exits_2(run: Run, monkeypatch: pytest.MonkeyPatch) ->
     assert "FEDTRACK_NAMESPACE" in one_error_line(err)
 
 
-def test_unreachable_services_exit_1(run: Run) -> None:
+def test_unreachable_services_exit_1(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedtrack_redis.policy import writer
+
+    monkeypatch.setattr(writer, "INIT_DATABASE_PATIENCE", 0.5)  # start-up retries: not 30 s
     code, _, err = run("--redis-url", "redis://127.0.0.1:1/0", "policy")
     assert code == 1
     assert "Redis" in one_error_line(err)

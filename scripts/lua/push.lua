@@ -443,7 +443,11 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
         updated = 0
       end
       queued_delta = queued_delta + updated - current
-      call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+      if stamped then
+        call('HSET', key, 'queued_messages', updated)
+      else
+        call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+      end
       if updated > 0 then
         scored_queued[#scored_queued + 1] = updated
         scored_queued[#scored_queued + 1] = domain

@@ -109,22 +109,31 @@ def searched(
     redis_url: str, namespace: str, migrated_postgres_url: str
 ) -> Iterator[tuple[StatsReader, sa.Engine]]:
     """2,000 domains in Redis and flushed to PostgreSQL, in 40 pushes (runs of equal
-    activity), a third under mx*, the rest under mail*; the reader and the database."""
+    activity), a third under mx*, the rest under mail*, a quarter failing (runs of equal
+    failures), two thirds with a latency, some queued; the reader and the database."""
     flusher = Flusher(redis_url, migrated_postgres_url, namespace=namespace)
     flusher.flush_once()
+    # the worker stays up through the test: closing it would release its queues
     with FederationTracker(redis_url, namespace=namespace, push_interval=3600) as tracker:
         for index in range(2000):
-            tracker.touch(f"{'mx' if index % 3 == 0 else 'mail'}{index}.example{index % 7}.org")
+            domain = f"{'mx' if index % 3 == 0 else 'mail'}{index}.example{index % 7}.org"
+            tracker.touch(domain)
+            for _ in range(index % 5 + 1 if index % 4 == 0 else 0):
+                tracker.record_failure(domain, "SMTP")
+            if index % 3 != 1:
+                tracker.record_success(domain, 20 + index % 40, "HTTPS")
+            for _ in range(index % 7 + 1 if index % 5 == 0 else 0):
+                tracker.increment_queue(domain)
             if index % 50 == 49:
                 tracker.push()
         tracker.push()
-    assert flusher.flush_once() == 2000
-    flusher.stop()
-    reader = StatsReader(redis_url, namespace=namespace, database=migrated_postgres_url)
-    database = sa.create_engine(migrated_postgres_url)
-    yield reader, database
-    database.dispose()
-    reader.close()
+        assert flusher.flush_once() == 2000
+        flusher.stop()
+        reader = StatsReader(redis_url, namespace=namespace, database=migrated_postgres_url)
+        database = sa.create_engine(migrated_postgres_url)
+        yield reader, database
+        database.dispose()
+        reader.close()
 
 
 @pytest.mark.parametrize("text", ["mail", "mail1", "example3.org", "mx"])
@@ -137,10 +146,27 @@ def test_a_broad_filter_by_activity_pages_from_the_index_as_the_database_would(
     for offset, limit in ((0, 50), (30, 20), (200, 100)):
         expected = search.find_domains(database, text, limit, offset, "activity")
         assert len(expected) == min(limit, total - offset)
-        assert reader.matching_active(text, limit, offset) == expected
+        assert reader.matching("activity", text, limit, offset) == expected
         # counted past the cap, a search reads the index; under it, the database
         assert reader.search(text, limit, offset, cap=10, order="activity") == (expected, 10)
         assert reader.search(text, limit, offset, order="activity") == (expected, total)
+
+
+@pytest.mark.parametrize("order", ["failures", "latency", "queued"])
+def test_a_broad_filter_by_a_top_list_pages_from_it_as_the_database_would(
+    searched: tuple[StatsReader, sa.Engine], order: str
+) -> None:
+    reader, database = searched
+    answered = 0
+    for text in ("mail", "mx", "example3.org"):
+        for offset, limit in ((0, 10), (5, 20), (300, 100)):
+            expected = search.find_domains(database, text, limit, offset, order)
+            walked = reader.matching(order, text, limit, offset)
+            # None: the page lies past a shard's list (domains of score 0 are not in it)
+            assert walked in (None, expected)
+            answered += walked is not None
+            assert reader.search(text, limit, offset, cap=10, order=order) == (expected, 10)
+    assert answered >= 3, "the first pages come from the lists"
 
 
 def test_a_walk_over_its_budget_leaves_the_page_to_the_database(
@@ -150,9 +176,9 @@ def test_a_walk_over_its_budget_leaves_the_page_to_the_database(
     expected = search.find_domains(database, "mx", 600, 0, "activity")
     assert len(expected) == 600
     # 600 of the 667 under mx lie deeper than the first 64 entries of a shard
-    assert reader.matching_active("mx", 600, 0, budget=40) is None
-    assert reader.matching_active("mx", 600, 0, budget=4000) == expected
-    monkeypatch.setattr(StatsReader, "matching_active", lambda *_args, **_kw: None)
+    assert reader.matching("activity", "mx", 600, 0, budget=40) is None
+    assert reader.matching("activity", "mx", 600, 0, budget=4000) == expected
+    monkeypatch.setattr(StatsReader, "matching", lambda *_args, **_kw: None)
     assert reader.search("mx", 600, 0, cap=10, order="activity") == (expected, 10)
 
 

@@ -3,14 +3,16 @@ its subdomains on label boundaries) sorted and paged by the database."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from fedtrack_redis.errors import ConfigurationError
+from fedtrack_redis.store import migrate
 from fedtrack_redis.store.search import ORDERS, count_domains, find_domains
-from flusher_helpers import engine, write_rows
+from flusher_helpers import engine, make_engine, write_rows
 
 __all__ = ["engine"]
 
@@ -90,3 +92,32 @@ def test_the_database_sorts_and_pages_the_matches(stored: sa.Engine) -> None:
 def test_a_filter_outside_the_name_alphabet_is_refused(stored: sa.Engine, text: str) -> None:
     with pytest.raises(ConfigurationError, match="a-z 0-9"):
         find_domains(stored, text, 10)
+
+
+def test_ties_are_in_byte_order_whatever_the_database_collation(
+    postgres_admin_url: str,
+) -> None:
+    """A database whose collation orders ``:`` before ``.`` (ICU's en-US) still breaks
+    ties as Redis does, so a page is the same from either."""
+    name = "fedtrack_test_icu_" + uuid.uuid4().hex[:8]
+    admin = sa.make_url(postgres_admin_url)
+    admin_engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as connection:
+        connection.execute(
+            sa.text(
+                f'CREATE DATABASE "{name}" TEMPLATE template0'
+                " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            )
+        )
+    url = admin.set(database=name)
+    try:
+        with make_engine(url.render_as_string(hide_password=False)) as icu:
+            migrate.upgrade(icu)
+            with icu.connect() as connection:
+                assert connection.scalar(sa.text("SELECT 'a:b' < 'a.b'"))  # the collation's
+            write_rows(icu, {"a.b.example": row(last_active=5), "a:b.example": row(last_active=5)})
+            assert find_domains(icu, "a", 10, order="activity") == ["a.b.example", "a:b.example"]
+    finally:
+        with admin_engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()

@@ -38,8 +38,10 @@ LARGEST_CHUNK = 4096
 
 @dataclass
 class Budget:
-    """Entries a walk may read (`limit`); `exhausted` once a shard needed more. The
-    walk's order is only sure up to that moment: its caller stops there."""
+    """Entries a walk may read (`limit`, -1: no limit); `exhausted` once a shard needed
+    more, or, for an index that holds only a shard's best (`complete=False`: a top list),
+    once the walk went past a shard's last entry. The walk's order is only sure up to
+    that moment: an entry that arrives with `exhausted` set is not."""
 
     limit: int
     read: int = 0
@@ -55,10 +57,12 @@ def walk(
     *,
     keep: Callable[[str], bool] | None = None,
     budget: Budget | None = None,
+    complete: bool = True,
 ) -> Iterator[Entry]:
     """Every entry of the shards' `index` (a key of each shard) in the API's order, or
     only the domains `keep` accepts, read `first` per shard at once and then as the
-    order reaches further into a shard, within `budget` when given."""
+    order reaches further into a shard, within `budget` when given. An index that is not
+    `complete` exhausts the budget when the walk passes a shard's last entry."""
     replies = engine.per_shard(
         shards, lambda pipe, shard: pipe.execute_command(*_below(index(shard), "+inf", first))
     )
@@ -68,7 +72,7 @@ def walk(
         reader = _Reader(engine, shard, index(shard), keep or _everything, budget)
         pairs = score_pairs(reply)
         budget.read += len(pairs)
-        streams.append(_stream(reader, pairs, first, largest))
+        streams.append(_stream(reader, pairs, first, largest, complete))
     return heapq.merge(*streams, key=_order)
 
 
@@ -129,7 +133,7 @@ def _send(command: tuple[object, ...], pipe: Any, _shard: ShardKeys) -> None:
 
 
 def _stream(
-    reader: _Reader, pairs: list[tuple[str, float]], size: int, largest: int
+    reader: _Reader, pairs: list[tuple[str, float]], size: int, largest: int, complete: bool
 ) -> Iterator[Entry]:
     """One shard's entries in the API's order, from its first chunk (`pairs`) on.
 
@@ -148,7 +152,10 @@ def _stream(
                 if domain not in seen and keep(domain):
                     seen.add(domain)
                     yield domain, score, shard
-        if last is None or not reader.may_read():
+        if last is None:
+            reader.budget.exhausted |= not complete
+            return
+        if not reader.may_read():
             return
         yield from _run(reader, last, seen, size, largest)
         size = min(size * 2, largest)

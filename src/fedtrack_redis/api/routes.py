@@ -88,8 +88,8 @@ def list_servers(
     every domain). Sorting by failures, latency or queued reaches the top 1,000; a name
     filter (or sorting by domain) reads the names from the database's copy, which the
     flusher keeps within one flush interval: the database counts, sorts and pages the
-    matches (by its copy's values), except a filter by activity matching more than 10,000,
-    paged from the activity index; the page's stats are read live."""
+    matches (by its copy's values), except a filter matching more than 10,000, paged from
+    its order's index; the page's stats are read live."""
     if q.strip() or sort == "domain":
         text = name_filter(q) if q.strip() else ""
         names, total = stats.search(text, limit, offset, order=sort)

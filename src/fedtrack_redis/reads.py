@@ -11,7 +11,7 @@ and `totals` adds up the 16 per-shard totals hashes. Only `read_all` (the tracke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, cast
 
@@ -150,13 +150,31 @@ def top(
 
 
 def in_order(
-    engine: RedisEngine, keys: NamespaceKeys, order: str, depth: int
+    engine: RedisEngine,
+    keys: NamespaceKeys,
+    order: str,
+    depth: int,
+    largest: int = LARGEST_CHUNK,
+    *,
+    keep: Callable[[str], bool] | None = None,
+    budget: Budget | None = None,
+    complete: bool = True,
 ) -> Iterator[tuple[str, float, ShardKeys]]:
     """An order's entries, highest score first and equal scores by name, read lazily
-    (`ranked.walk`); the first round reads about twice a shard's share of `depth`."""
+    (`ranked.walk`: `keep`, `budget`, `complete`); the first round reads about twice a
+    shard's share of `depth`, at most `largest` a shard."""
     index = INDEXES[order]
-    first = min(LARGEST_CHUNK, max(FIRST_CHUNK, 2 * depth // len(keys.shards) + 1))
-    return walk(engine, keys.shards, lambda shard: str(getattr(shard, index)), first)
+    first = min(largest, max(FIRST_CHUNK, 2 * depth // len(keys.shards) + 1))
+    return walk(
+        engine,
+        keys.shards,
+        lambda shard: str(getattr(shard, index)),
+        first,
+        largest,
+        keep=keep,
+        budget=budget,
+        complete=complete,
+    )
 
 
 def page(
@@ -294,14 +312,13 @@ class StatsReader:
         within = Budget(limit=budget)
         # chunks of at most half a shard's share, so that the walk stops near its budget
         largest = max(FIRST_CHUNK, budget // (2 * len(self.keys.shards)))
-        index = INDEXES[order]
         found: list[str] = []
         try:
-            entries = walk(
+            entries = in_order(
                 self.engine,
-                self.keys.shards,
-                lambda shard: str(getattr(shard, index)),
-                min(largest, max(FIRST_CHUNK, 2 * (offset + limit) // len(self.keys.shards))),
+                self.keys,
+                order,
+                offset + limit,
                 largest,
                 keep=lambda domain: matches(domain, value),
                 budget=within,

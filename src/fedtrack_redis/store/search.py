@@ -70,27 +70,31 @@ def find_domains(
     `text` on label boundaries (all domains when `text` is empty), in `order` (a key of
     `ORDERS`) by the database's copy: the database sorts and pages, so a broad filter at
     a million domains reads one page, never every match."""
-    query = sa.select(_domain)
-    if text:
-        value = name_filter(text)
-        under = _under(engine, value)
-        query = query.where(sa.or_(_domain.like(f"{value}%"), _domain == value, under))
-    query = query.order_by(*ORDERS[order], _by_name(engine, order)).offset(offset).limit(limit)
+    query = (
+        _matching(engine, text)
+        .order_by(*ORDERS[order], _by_name(engine, order))
+        .offset(offset)
+        .limit(limit)
+    )
     with engine.connect() as connection:
         return [str(name) for name in connection.execute(query).scalars()]
 
 
 def count_domains(engine: sa.Engine, text: str, cap: int) -> int:
     """How many domains `find_domains` would list, counting at most `cap`."""
-    inner = sa.select(_domain)
-    if text:
-        value = name_filter(text)
-        inner = inner.where(
-            sa.or_(_domain.like(f"{value}%"), _domain == value, _under(engine, value))
-        )
-    counted = sa.select(sa.func.count()).select_from(inner.limit(cap).subquery())
+    inner = _matching(engine, text).limit(cap).subquery()
+    counted = sa.select(sa.func.count()).select_from(inner)
     with engine.connect() as connection:
         return int(connection.execute(counted).scalar_one())
+
+
+def _matching(engine: sa.Engine, text: str) -> sa.Select[tuple[str]]:
+    """The names `matches` accepts for `text` (every name when it is empty), in SQL."""
+    query = sa.select(_domain)
+    if not text:
+        return query
+    value = name_filter(text)
+    return query.where(sa.or_(_domain.like(f"{value}%"), _domain == value, _under(engine, value)))
 
 
 def _by_name(engine: sa.Engine, order: str) -> sa.ColumnElement[Any]:

@@ -51,11 +51,13 @@ from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.hydrate import CHUNK_DOMAINS, hydrate_shards
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.snapshot import PAGE
+from fedtrack_redis.stats import FIELD_OF
 from fedtrack_redis.store import stats as store
 
 LEADER = """
 import sys, time
 from fedtrack_redis.flusher import Flusher
+from fedtrack_redis.stats import FIELD_OF
 flusher = Flusher(sys.argv[1], sys.argv[2], namespace=sys.argv[3], lock_ttl=float(sys.argv[4]))
 flusher.start()
 while not flusher.is_leader:
@@ -78,7 +80,7 @@ def populate(client: redis.Redis, keys: NamespaceKeys, count: int, workers: int 
         for index, domain in enumerate(domains):
             shard = keys.shard_for(domain)
             successes = rng.randrange(0, 500)
-            fields: dict[str, int] = {
+            stat: dict[str, int] = {
                 "failed_https": rng.randrange(0, 20),
                 "failed_smtp": rng.randrange(0, 5),
                 "success_https": successes,
@@ -88,11 +90,12 @@ def populate(client: redis.Redis, keys: NamespaceKeys, count: int, workers: int 
                 "total_latency_ms": rng.randrange(0, 10**7),
                 "queued_messages": rng.randrange(0, 3),
                 "last_active": now - rng.randrange(0, 86400),
-                f"h{rng.randrange(20, 50)}": rng.randrange(1, 200),
-                f"h{rng.randrange(50, 70)}": rng.randrange(1, 50),
             }
+            fields = {FIELD_OF[name]: value for name, value in stat.items()}
+            fields[f"h{rng.randrange(20, 50)}"] = rng.randrange(1, 200)
+            fields[f"h{rng.randrange(50, 70)}"] = rng.randrange(1, 50)
             pipe.hset(shard.domain(domain), mapping=fields)
-            pipe.zadd(shard.active, {domain: fields["last_active"]})
+            pipe.zadd(shard.active, {domain: stat["last_active"]})
             pipe.sadd(shard.changed, domain)
             if index % 5000 == 4999:
                 pipe.execute()
@@ -112,7 +115,7 @@ def mark_changed(client: redis.Redis, keys: NamespaceKeys, every: int = 1) -> in
                 pipe.sadd(shard.changed, *part)
             for start in range(0, len(members), 5000):
                 for member in members[start : start + 5000]:
-                    pipe.hincrby(shard.domain(member), "success_https", 1)
+                    pipe.hincrby(shard.domain(member), FIELD_OF["success_https"], 1)
                 pipe.execute()
             pipe.execute()
         marked += len(members)
@@ -263,13 +266,16 @@ def bench_hydrate(
     def hset_all() -> None:
         with client.pipeline(transaction=False) as pipe:
             for index, row in enumerate(rows):
-                fields = {k: v for k, v in row.items() if k in store.COUNTER_COLUMNS and v}
-                fields.pop("queued_messages", None)
+                fields = {
+                    FIELD_OF[k]: v
+                    for k, v in row.items()
+                    if k in store.COUNTER_COLUMNS and k != "queued_messages" and v
+                }
                 for bucket, n in store.decode_histogram(row["latency_histogram"]).items():
                     fields[f"h{bucket}"] = n
                 last_active: dt.datetime | None = row["last_active"]
                 if last_active is not None:
-                    fields["last_active"] = int(last_active.timestamp())
+                    fields[FIELD_OF["last_active"]] = int(last_active.timestamp())
                 pipe.hset(keys.shard_for(row["domain"]).domain(row["domain"]), mapping=fields)
                 if index % 5000 == 4999:
                     pipe.execute()

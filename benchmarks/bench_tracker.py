@@ -123,9 +123,7 @@ def bench_hot_path(env: Env, report: Report) -> None:
     namespace = env.namespace()
     with contextlib.closing(client):
         key = f"fedtrack:{{{namespace}:baseline}}:d"
-        trip = round_trip_ns(
-            lambda: client.hincrby(key, "success_https", 1), 300 if env.quick else 3000
-        )
+        trip = round_trip_ns(lambda: client.hincrby(key, "ss", 1), 300 if env.quick else 3000)
         rules_key = f"fedtrack:{{{namespace}:baseline}}:rules"
         client.sadd(rules_key, *domains[::2])
         member_trip = round_trip_ns(

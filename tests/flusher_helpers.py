@@ -25,6 +25,7 @@ from fedtrack_redis.chunk import ACK_CAP, seal
 from fedtrack_redis.connections import database_engine
 from fedtrack_redis.flusher import Flusher
 from fedtrack_redis.keys import NamespaceKeys, shard_of
+from fedtrack_redis.stats import FIELD_OF
 from fedtrack_redis.store import migrate
 from fedtrack_redis.store import stats as store_stats
 from fedtrack_redis.store.schema import (
@@ -120,8 +121,8 @@ def redis_stats(client: redis.Redis, keys: NamespaceKeys, domains: list[str]) ->
     for domain, fields in zip(domains, hashes, strict=True):
         if not fields:
             continue
-        row: dict[str, Any] = {name: int(fields.get(name, 0)) for name in COUNTER_COLUMNS}
-        row["last_active"] = int(fields.get("last_active", 0))
+        row: dict[str, Any] = {name: int(fields.get(FIELD_OF[name], 0)) for name in COUNTER_COLUMNS}
+        row["last_active"] = int(fields.get(FIELD_OF["last_active"], 0))
         row["histogram"] = {
             int(name[1:]): int(value)
             for name, value in fields.items()

@@ -88,3 +88,14 @@ def merge(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     for name, value in more.items():
         into[name] = into.get(name, 0) + value
     return into
+
+
+def bases_left(engine: Any, keys: Any, domains: Any) -> int:
+    """How many of `domains` still hold a history base in their hash (`history.BASE_FIELD`)."""
+    return sum(
+        1
+        for domain in domains
+        if engine.node_for(keys.shard_for(domain).base).hexists(
+            keys.shard_for(domain).domain(domain), history.BASE_FIELD
+        )
+    )

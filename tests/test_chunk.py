@@ -85,14 +85,14 @@ def test_seal_encodes_one_line_per_domain() -> None:
     )
     assert chunk.keys[7:11] == (shard.flushing, shard.snap, shard.epoch_acks, shard.totals)
     assert chunk.keys[11:15] == (shard.health, shard.held, shard.health_meta, shard.health_events)
-    assert chunk.keys[15:18] == (shard.series_minutes, shard.series_base, shard.series_closed)
-    assert chunk.keys[18:22] == (
+    assert chunk.keys[15:17] == (shard.series_minutes, shard.series_closed)
+    assert chunk.keys[17:21] == (
         shard.lease_ages("worker-1"),
         shard.qshape,
         shard.qshape_top,
         shard.qshape_total,
     )
-    assert chunk.keys[22:] == (shard.domain("a.example"), shard.domain("b.example"))
+    assert chunk.keys[21:] == (shard.domain("a.example"), shard.domain("b.example"))
     assert chunk.args[:4] == ("worker-1", "42", "30000", "600")
     assert chunk.args[4].split("\n") == [
         "a.example||1,0,0,2,0,0,3,1,11|5:2",
@@ -117,7 +117,7 @@ def test_seal_appends_changed_qshape_columns_and_lines_that_only_carry_ages() ->
         "a.example|2|0,0,0,0,0,0,0,0,0|||3:2",
         "c.example||0,0,0,0,0,0,0,0,0|||=1:0,2:1",
     ]
-    assert chunk.keys[22:] == (shard.domain("a.example"), shard.domain("c.example"))
+    assert chunk.keys[21:] == (shard.domain("a.example"), shard.domain("c.example"))
     assert chunk.domains == 2
 
 

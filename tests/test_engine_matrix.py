@@ -27,6 +27,7 @@ from tracker_helpers import (
     expected_totals,
     finish_child,
     is_history_field,
+    named,
     read_line,
     run_worker,
     start_child,
@@ -49,12 +50,13 @@ def engine(engine_url: str, namespace: str) -> Iterator[RedisEngine]:
 
 
 def engine_hashes(engine: RedisEngine, keys: NamespaceKeys) -> dict[str, dict[str, str]]:
-    """Every domain hash of the namespace, through the activity index of each shard."""
+    """Every domain hash of the namespace, through the activity index of each shard, its
+    fields under their JSON names (`tracker_helpers.named`)."""
     found: dict[str, dict[str, str]] = {}
     for shard in keys.shards:
         client = engine.node_for(shard.base)
         for domain in client.zrange(shard.active, 0, -1):
-            found[str(domain)] = client.hgetall(shard.domain(str(domain)))  # type: ignore[assignment]
+            found[str(domain)] = named(client.hgetall(shard.domain(str(domain))))  # type: ignore[arg-type]
     return found
 
 

@@ -65,7 +65,7 @@ def test_the_state_machine_call_by_call(script_client: redis.Redis, shard: Shard
     assert script_client.hget(shard.health_meta, "n:backoff") == "1"
     events = script_client.xrange(shard.health_events)
     assert [(e[1]["from"], e[1]["to"]) for e in events] == [("healthy", "backoff")]
-    assert "failed_http\t3" in events[0][1]["stats"]
+    assert "\tfh\t3" in events[0][1]["stats"]  # the hash as it was (failed_http = 3)
     reply = pusher.push([("a.example", 0, 1)])  # an outbound success
     assert str(reply[5]).endswith("a.example|healthy|0")
     assert pusher.record("a.example") is None and script_client.zcard(shard.held) == 0

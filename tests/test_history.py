@@ -26,7 +26,7 @@ from fedtrack_redis.history import FIVE, MINUTE, read_history
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.scripts import Scripts
 from fedtrack_redis.series import SeriesCloser
-from history_helpers import EPOCH, Clock, clock, counted, merge, sums
+from history_helpers import EPOCH, Clock, bases_left, clock, counted, merge, sums
 from tracker_helpers import (
     domain_hash,
     expected_totals,
@@ -145,7 +145,7 @@ def test_closing_keeps_the_most_active_the_watched_and_the_held(
     assert tracker.unwatch("d0.example") is False
     for shard in keys.shards:  # nothing left waiting
         assert redis_client.hlen(shard.series_closed) == 0
-        assert redis_client.hlen(shard.series_base) == 0
+    assert bases_left(RedisEngine.wrap(redis_client), keys, names) == 0
 
 
 def test_a_domain_written_again_after_its_bucket_closes_its_bucket_exactly(
@@ -155,29 +155,30 @@ def test_a_domain_written_again_after_its_bucket_closes_its_bucket_exactly(
     namespace: str,
     redis_client: redis.Redis,
 ) -> None:
-    def bucket_fields() -> list[str]:  # the hash's field naming the bucket of its base
-        return [
-            name
-            for name in domain_hash(redis_client, namespace, "a.example")
-            if is_history_field(name)
-        ]
+    def bucket_fields() -> dict[str, str]:  # the hash's base and the field naming its bucket
+        fields = domain_hash(redis_client, namespace, "a.example")
+        return {name: value for name, value in fields.items() if is_history_field(name)}
 
     tracker = make_tracker()
     tracker.record_success("a.example", 10, "HTTPS")
     tracker.push()
-    assert bucket_fields() == [f"b{clock.now // FIVE}"]
+    bucket = clock.now // FIVE
+    assert bucket_fields() == {f"b{bucket}": "1", "B": f"{bucket}|0,0,0,0,0,0,0,0,0"}
     clock.advance(FIVE)  # a new bucket: the next write closes the old one in push.lua
     tracker.record_success("a.example", 20, "HTTPS")
     tracker.record_success("a.example", 20, "HTTPS")
     tracker.push()
-    assert bucket_fields() == [f"b{clock.now // FIVE}"]  # the old one went with its base
+    assert bucket_fields() == {  # the old one went with its base; the counters before
+        f"b{bucket + 1}": "1",
+        "B": f"{bucket + 1}|0,0,0,0,1,0,1,0,10",
+    }
     start = clock.now // FIVE * FIVE
     first = {"success_https": 1, "successful_deliveries": 1, "total_latency_ms": 10}
     second = {"success_https": 2, "successful_deliveries": 2, "total_latency_ms": 40}
     assert by_start(tracker.history("a.example", "1h")) == {start - FIVE: first, start: second}
     clock.advance(FIVE)
     closer(redis_url, namespace).close()
-    assert bucket_fields() == []  # the closing removed it with the base
+    assert bucket_fields() == {}  # the closing removed it with the base
     assert by_start(tracker.history("a.example", "1h")) == {start - FIVE: first, start: second}
     tracker.record_success("a.example", 30, "HTTPS")  # a first write in its bucket again
     tracker.push()
@@ -210,8 +211,8 @@ def test_series_memory_is_bounded_by_the_caps(
     assert sum(str(redis_client.get(key)).count(";") for key in kept) == 10 * 6
     assert all(0 < redis_client.ttl(key) <= 8 * 86_400 for key in kept)
     used = sum(redis_client.memory_usage(key) or 0 for key in kept)
+    assert bases_left(RedisEngine.wrap(redis_client), keys, names) == 0
     for shard in keys.shards:
-        assert redis_client.hlen(shard.series_base) == 0
         assert redis_client.hlen(shard.series_closed) == 0
         used += redis_client.memory_usage(shard.series_minutes) or 0
     assert used < 64_000  # ten domains' 6 buckets and the shards' recent buckets
@@ -322,9 +323,9 @@ def test_series_on_every_engine(
             assert sums(tracker.history(window="7d")) == cluster
             for domain, fields in expected.items():  # 40 domains: all kept
                 assert sums(tracker.history(domain, "1h")) == counted(fields)
+            assert bases_left(engine, keys, expected) == 0
             for shard in keys.shards:
-                node = engine.node_for(shard.base)
-                assert node.hlen(shard.series_base) == node.hlen(shard.series_closed) == 0
+                assert engine.node_for(shard.base).hlen(shard.series_closed) == 0
     finally:
         for client in engine.primaries():
             for key in client.scan_iter(match=f"fedtrack:{{{namespace}:*", count=1000):

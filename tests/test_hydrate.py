@@ -16,6 +16,7 @@ from fedtrack_redis.errors import DatabaseMismatchError
 from fedtrack_redis.identity import IdentityGuard, database_id
 from fedtrack_redis.keys import SHARDS, NamespaceKeys, shard_of
 from fedtrack_redis.scripts import Scripts
+from fedtrack_redis.stats import FIELD_OF
 from fedtrack_redis.store import migrate
 from fedtrack_redis.store import stats as store_stats
 from fedtrack_redis.store.schema import federation_flusher
@@ -107,9 +108,11 @@ def test_additive_onto_existing_hash_and_max_last_active(
     first, second = sorted(rows)
     key = keys.shard_for(first).domain(first)
     newer = rows[first]["last_active"] + 100
-    redis_client.hset(key, mapping={"failed_smtp": 5, "last_active": newer, "h3": 1})
+    redis_client.hset(
+        key, mapping={FIELD_OF["failed_smtp"]: 5, FIELD_OF["last_active"]: newer, "h3": 1}
+    )
     other = keys.shard_for(second).domain(second)
-    redis_client.hset(other, mapping={"last_active": 1})
+    redis_client.hset(other, mapping={FIELD_OF["last_active"]: 1})
     redis_client.hset(keys.shard_for(first).acks, "w", 50)
 
     hydrate.hydrate_shards(redis_client, keys, engine)

@@ -169,7 +169,7 @@ def test_concurrent_reapers_release_a_lease_exactly_once(
     for thread in threads:
         thread.join()
     assert sum(released) == 1
-    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "2"
+    assert script_client.hget(shard.domain("a.example"), "q") == "2"
     assert script_client.exists(shard.lease("ghost")) == 0
     assert script_client.zrange(shard.leases, 0, -1) == ["alive"]
     assert "a.example" in script_client.smembers(shard.changed)
@@ -201,7 +201,7 @@ def test_release_refuses_a_renewed_lease_and_a_stale_domain_list(
     assert release(keys=fixed, args=["nobody"]) == 0
     script_client.zadd(shard.leases, {"w": 1})
     assert release(keys=[*fixed, shard.domain("a.example")], args=["w", "a.example"]) == 1
-    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "0"
+    assert script_client.hget(shard.domain("a.example"), "q") == "0"
 
 
 def test_release_never_takes_queued_messages_below_zero(
@@ -210,9 +210,9 @@ def test_release_never_takes_queued_messages_below_zero(
     keys = NamespaceKeys(namespace)
     shard = keys.shard_for("a.example")
     lease(script_client, shard, "w", {"a.example": 5})
-    script_client.hset(shard.domain("a.example"), "queued_messages", 2)
+    script_client.hset(shard.domain("a.example"), "q", 2)
     assert reap_expired_leases(script_client, keys) == 1
-    assert script_client.hget(shard.domain("a.example"), "queued_messages") == "0"
+    assert script_client.hget(shard.domain("a.example"), "q") == "0"
 
 
 def test_invalid_worker_ids_in_the_lease_index_are_left_alone(

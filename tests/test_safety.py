@@ -32,6 +32,7 @@ from fedtrack_redis.identity import database_id
 from fedtrack_redis.keys import NamespaceKeys
 from fedtrack_redis.metrics import THREAD_ERRORS
 from fedtrack_redis.policy.state import Change, Snapshot
+from fedtrack_redis.stats import FIELD_OF
 from fedtrack_redis.store.schema import federation_server_stats
 from flusher_helpers import make_engine
 from servers import RedisServer, wait_for
@@ -498,7 +499,10 @@ def test_flush_and_prune_with_seventy_thousand_worker_ids_in_one_shard(
                 ids = [f"churned-{index}" for index in range(start, start + 5_000)]
                 pipe.hset(shard.epoch_acks, mapping=dict.fromkeys(ids, 7))
             pipe.sadd(shard.changed, "x.example")
-            pipe.hset(shard.domain("x.example"), mapping={"failed_smtp": 1, "last_active": now})
+            pipe.hset(
+                shard.domain("x.example"),
+                mapping={FIELD_OF["failed_smtp"]: 1, FIELD_OF["last_active"]: now},
+            )
             pipe.execute()
         assert flusher.flush_once() == 1
         with make_engine(migrated_postgres_url) as engine:

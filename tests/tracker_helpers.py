@@ -22,7 +22,9 @@ import redis
 
 from fedtrack_redis import FederationTracker
 from fedtrack_redis.errors import FedtrackError
+from fedtrack_redis.history import BASE_FIELD
 from fedtrack_redis.keys import NamespaceKeys
+from fedtrack_redis.stats import FIELD_OF
 from fedtrack_redis.store.schema import COUNTER_COLUMNS
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -37,15 +39,26 @@ def mark_hydrated(client: redis.Redis, namespace: str) -> None:
         client.set(shard.hydrated, "0", nx=True)
 
 
+#: The JSON name of each field of a domain hash (`stats.FIELD_OF` the other way round).
+NAME_OF = {field: name for name, field in FIELD_OF.items()}
+
+
+def named(fields: dict[str, str]) -> dict[str, str]:
+    """A domain hash with its fields under their JSON names (``h<b>`` and the history's
+    fields unchanged): what the tests compare."""
+    return {NAME_OF.get(field, field): value for field, value in fields.items()}
+
+
 def domain_hash(client: redis.Redis, namespace: str, domain: str) -> dict[str, str]:
+    """One domain's hash, its fields under their JSON names (`named`)."""
     keys = NamespaceKeys(namespace)
-    return client.hgetall(keys.shard_for(domain).domain(domain))  # type: ignore[return-value]
+    return named(client.hgetall(keys.shard_for(domain).domain(domain)))  # type: ignore[arg-type]
 
 
 def is_history_field(name: str) -> bool:
-    """The ``b<bucket>`` field push.lua keeps in a domain hash: the 5-minute bucket the
-    domain's history base is of (docs/history.md), not a stat."""
-    return name[:1] == "b" and name[1:].isdigit()
+    """A field push.lua keeps in a domain hash for the history, not a stat: its base
+    ``B`` and ``b<bucket>``, the 5-minute bucket of that base (docs/history.md)."""
+    return name == BASE_FIELD or (name[:1] == "b" and name[1:].isdigit())
 
 
 def counters(client: redis.Redis, namespace: str, domain: str) -> dict[str, int]:
@@ -60,7 +73,7 @@ def all_domain_hashes(client: redis.Redis, namespace: str) -> dict[str, dict[str
     result: dict[str, dict[str, str]] = {}
     for shard in keys.shards:
         for domain in client.zrange(shard.active, 0, -1):
-            result[str(domain)] = client.hgetall(shard.domain(str(domain)))  # type: ignore[assignment]
+            result[str(domain)] = named(client.hgetall(shard.domain(str(domain))))  # type: ignore[arg-type]
     return result
 
 

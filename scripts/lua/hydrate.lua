@@ -93,9 +93,9 @@ for i = 9, #KEYS do
   local active = last_active ~= ''
   if call('EXISTS', key) == 0 then
     if active and at > first then
-      call('HSET', key, 'last_active', last_active, unpack(ARGV, first, at - 1))
+      call('HSET', key, 'a', last_active, unpack(ARGV, first, at - 1))
     elseif active then
-      call('HSET', key, 'last_active', last_active)
+      call('HSET', key, 'a', last_active)
     elseif at > first then
       call('HSET', key, unpack(ARGV, first, at - 1))
     end
@@ -104,9 +104,9 @@ for i = 9, #KEYS do
       call('HINCRBY', key, ARGV[j], ARGV[j + 1])
     end
     if active then
-      local current = tonumber(call('HGET', key, 'last_active') or '0')
+      local current = tonumber(call('HGET', key, 'a') or '0')
       if tonumber(last_active) > current then
-        call('HSET', key, 'last_active', last_active)
+        call('HSET', key, 'a', last_active)
       end
     end
   end

@@ -54,7 +54,7 @@ for i = 1, #lease, 2 do
   local held = tonumber(lease[i + 1]) or 0
   if held ~= 0 then
     local key = keys[domain]
-    local current = tonumber(redis.call('HGET', key, 'queued_messages') or '0')
+    local current = tonumber(redis.call('HGET', key, 'q') or '0')
     local updated = current - held
     if updated < 0 then
       updated = 0
@@ -63,7 +63,7 @@ for i = 1, #lease, 2 do
       if closing and redis.call('SREM', KEYS[4], domain) == 1 then
         redis.call('HSET', KEYS[5], domain, table.concat(redis.call('HGETALL', key), '\t'))
       end
-      redis.call('HSET', key, 'queued_messages', updated)
+      redis.call('HSET', key, 'q', updated)
       redis.call('SADD', KEYS[3], domain)
       delta = delta + updated - current
       if updated > 0 then

@@ -17,22 +17,20 @@
 -- KEYS[15]   healthevents fedtrack:{<ns>:<SS>}:healthevents  stream of state changes, trimmed by time
 -- KEYS[16]   minutes   fedtrack:{<ns>:<SS>}:series:m1        hash "<minute>:<c>" -> the shard's sum of
 --                                                         counter c (1-9, order below), "last"
--- KEYS[17]   base      fedtrack:{<ns>:<SS>}:series:base      hash domain -> "<bucket>|<nine counters>"
---                                                         before its first write in that 5-min bucket
--- KEYS[18]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
+-- KEYS[17]   closed    fedtrack:{<ns>:<SS>}:series:closed    hash "<bucket>|<domain>" -> its nine counts
 --                                                         in that finished 5-min bucket
--- KEYS[19]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
+-- KEYS[18]   leaseages fedtrack:{<ns>:<SS>}:lease:<worker>:ages hash "<domain>|<column>" ->
 --                      this worker's in-flight messages of that age (columns 1..9, > 0)
--- KEYS[20]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
--- KEYS[21]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
--- KEYS[22]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
--- KEYS[22+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[19]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
+-- KEYS[20]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
+-- KEYS[21]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
+-- KEYS[21+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
 -- ARGV[4]    ack retention in seconds: acks of workers silent for longer are pruned, and
 --            the oldest beyond ARGV[7] acks per shard (a few per call)
--- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[22+i]),
+-- ARGV[5]    the chunk's domains, one line per domain i (line i goes with KEYS[21+i]),
 --            lines separated by "\n", each "<domain>|<queued>|<counters>|<histogram>",
 --            optionally followed by "|<health>" and "|<ages>" (absent or empty: nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
@@ -49,7 +47,7 @@
 --              number of in-flight messages of that age; the differences with the lease's
 --              ages go to the shard's qshape sums (never < 0). Column 0 (under 5 min) is
 --              never sent: it is T minus the others, and T is queued_messages, mirrored
---              into KEYS[21] here. A leading "=" marks a line that only carries ages
+--              into KEYS[20] here. A leading "=" marks a line that only carries ages
 --              (messages moved column): the domain is not touched (no last_active, not
 --              marked changed)
 -- ARGV[6]    the database identity the worker expects the shard to hold (G11), or "" when it
@@ -93,10 +91,10 @@
 -- History (docs/history.md): the chunk's sums go into the shard's 1-minute bucket of the
 -- cluster series (5-minute buckets are their sums; shard buckets older than MINUTES_KEPT
 -- are trimmed when a new minute opens); a domain's first write in a 5-minute bucket records
--- its counters before the write in `base` (and, when `base` held an older bucket, that
--- bucket's counts in `closed`), so a domain's bucket is its counters minus its base:
--- a `b<bucket>` field set with last_active, a few calls per domain and bucket, nothing per
--- event. Both are written inside the at-most-once apply, so every series sum is exact.
+-- its counters before the write in its hash's field B, "<bucket>|<nine counters>" (and,
+-- when B held an older bucket, that bucket's counts in `closed`), so a domain's bucket is
+-- its counters minus its base: found by a `b<bucket>` field set with last_active, a few
+-- calls per domain and bucket, nothing per event. Both are written inside the at-most-once apply, so every series sum is exact.
 -- The blocks between the series:begin and series:end marks are the history's alone (the
 -- benchmark cuts them out to measure the push without the series).
 -- Every argument is checked before the first write, so a chunk applies whole or not at all.
@@ -133,7 +131,7 @@ end
 
 local LINE = '([a-z0-9.:-]+)|(%d*)|(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)|([%d:,]*)'
   .. '%|?(s?%d*)%|?(=?[%d:,]*)'
-local FIXED = 22
+local FIXED = 21
 
 -- 1. check the whole chunk before writing anything: every character must belong to a
 --    well-formed line, and there must be one line per domain key
@@ -272,14 +270,14 @@ local fprefix = string.format('%d|', five)
 -- its first write in a bucket costs nothing more to find (last_active is new only with
 -- that field: a new hash has neither).
 local based_field = 'b' .. string.format('%d', five)
-local COUNTED = {'failed_http', 'failed_https', 'failed_smtp', 'success_http', 'success_https',
-  'success_smtp', 'successful_deliveries', 'inbound_deliveries', 'total_latency_ms'}
+-- the nine counters' fields in a domain hash (stats.COUNTER_HASH_FIELDS)
+local COUNTED = {'fh', 'fs', 'fm', 'sh', 'ss', 'sm', 'd', 'i', 'l'}
 -- the domain's counters now (before this chunk's write) become its base in this bucket;
 -- an older base closes that bucket's counts for the leader to keep or drop
 local function rebase(key, domain)
-  local old = call('HGET', KEYS[17], domain)
+  local old = call('HGET', key, 'B')
   if old and string.find(old, fprefix, 1, true) == 1 then
-    return -- based in this bucket already, by a release that set no such field
+    return -- based in this bucket already (its b<bucket> field was removed by hand)
   end
   local now_values = call('HMGET', key, unpack(COUNTED))
   for f = 1, 9 do
@@ -300,11 +298,11 @@ local function rebase(key, domain)
       counts[f] = string.format('%d', count)
     end
     if any then
-      call('HSET', KEYS[18], bucket .. '|' .. domain, table.concat(counts, ','))
+      call('HSET', KEYS[17], bucket .. '|' .. domain, table.concat(counts, ','))
     end
     call('HDEL', key, 'b' .. bucket)
   end
-  call('HSET', KEYS[17], domain, fprefix .. table.concat(now_values, ','))
+  call('HSET', key, 'B', fprefix .. table.concat(now_values, ','))
 end
 -- a new bucket in a shard series trims the buckets that fell out of what it keeps
 local function trim(key, bucket, kept)
@@ -347,18 +345,18 @@ local function apply_ages(domain, ages)
     local k = tonumber(column)
     if k >= 1 then
       local field = domain .. '|' .. column
-      local held = tonumber(call('HGET', KEYS[19], field) or '0')
+      local held = tonumber(call('HGET', KEYS[18], field) or '0')
       local wanted = tonumber(count)
       local delta = wanted - held
       if delta ~= 0 then
         if wanted == 0 then
-          call('HDEL', KEYS[19], field)
+          call('HDEL', KEYS[18], field)
         else
-          call('HSET', KEYS[19], field, count)
+          call('HSET', KEYS[18], field, count)
         end
-        local updated = call('HINCRBY', KEYS[20], field, delta)
+        local updated = call('HINCRBY', KEYS[19], field, delta)
         if updated <= 0 then
-          call('HDEL', KEYS[20], field)
+          call('HDEL', KEYS[19], field)
           delta = delta - updated -- never below 0
         end
         age_sums[k] = age_sums[k] + delta
@@ -370,11 +368,11 @@ end
 -- the qshape index mirrors queued_messages (batched like the activity index)
 local function flush_queued()
   if #scored_queued > 0 then
-    call('ZADD', KEYS[21], unpack(scored_queued))
+    call('ZADD', KEYS[20], unpack(scored_queued))
     scored_queued = {}
   end
   if #unqueued > 0 then
-    call('ZREM', KEYS[21], unpack(unqueued))
+    call('ZREM', KEYS[20], unpack(unqueued))
     unqueued = {}
   end
 end
@@ -409,23 +407,23 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
   local stamped = false
   -- series:begin
   if touched then
-    if call('HSET', key, 'last_active', stamp, based_field, '1') > 0 then
+    if call('HSET', key, 'a', stamp, based_field, '1') > 0 then
       rebase(key, domain)
     end
     stamped = true
   end
   -- series:end
-  if c1 ~= '0' then call('HINCRBY', key, 'failed_http', c1); s1 = s1 + c1; fields = fields + 1 end
-  if c2 ~= '0' then call('HINCRBY', key, 'failed_https', c2); s2 = s2 + c2; fields = fields + 1 end
-  if c3 ~= '0' then call('HINCRBY', key, 'failed_smtp', c3); s3 = s3 + c3; fields = fields + 1 end
-  if c4 ~= '0' then call('HINCRBY', key, 'success_http', c4); s4 = s4 + c4; fields = fields + 1 end
-  if c5 ~= '0' then call('HINCRBY', key, 'success_https', c5); s5 = s5 + c5; fields = fields + 1 end
-  if c6 ~= '0' then call('HINCRBY', key, 'success_smtp', c6); s6 = s6 + c6; fields = fields + 1 end
+  if c1 ~= '0' then call('HINCRBY', key, 'fh', c1); s1 = s1 + c1; fields = fields + 1 end
+  if c2 ~= '0' then call('HINCRBY', key, 'fs', c2); s2 = s2 + c2; fields = fields + 1 end
+  if c3 ~= '0' then call('HINCRBY', key, 'fm', c3); s3 = s3 + c3; fields = fields + 1 end
+  if c4 ~= '0' then call('HINCRBY', key, 'sh', c4); s4 = s4 + c4; fields = fields + 1 end
+  if c5 ~= '0' then call('HINCRBY', key, 'ss', c5); s5 = s5 + c5; fields = fields + 1 end
+  if c6 ~= '0' then call('HINCRBY', key, 'sm', c6); s6 = s6 + c6; fields = fields + 1 end
   if c7 ~= '0' then
-    call('HINCRBY', key, 'successful_deliveries', c7); s7 = s7 + c7; fields = fields + 1
+    call('HINCRBY', key, 'd', c7); s7 = s7 + c7; fields = fields + 1
   end
-  if c8 ~= '0' then call('HINCRBY', key, 'inbound_deliveries', c8); s8 = s8 + c8; fields = fields + 1 end
-  if c9 ~= '0' then call('HINCRBY', key, 'total_latency_ms', c9); s9 = s9 + c9; fields = fields + 1 end
+  if c8 ~= '0' then call('HINCRBY', key, 'i', c8); s8 = s8 + c8; fields = fields + 1 end
+  if c9 ~= '0' then call('HINCRBY', key, 'l', c9); s9 = s9 + c9; fields = fields + 1 end
   if histogram ~= '' then
     for bucket, count in string.gmatch(histogram, '(%d+):(%d+)') do
       call('HINCRBY', key, 'h' .. bucket, count)
@@ -437,16 +435,16 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
     local wanted = tonumber(queued)
     local held = tonumber(call('HGET', KEYS[7], domain) or '0')
     if wanted ~= held then
-      local current = tonumber(call('HGET', key, 'queued_messages') or '0')
+      local current = tonumber(call('HGET', key, 'q') or '0')
       local updated = current + wanted - held
       if updated < 0 then
         updated = 0
       end
       queued_delta = queued_delta + updated - current
       if stamped then
-        call('HSET', key, 'queued_messages', updated)
+        call('HSET', key, 'q', updated)
       else
-        call('HSET', key, 'queued_messages', updated, 'last_active', stamp)
+        call('HSET', key, 'q', updated, 'a', stamp)
       end
       if updated > 0 then
         scored_queued[#scored_queued + 1] = updated
@@ -469,7 +467,7 @@ for domain, queued, c1, c2, c3, c4, c5, c6, c7, c8, c9, histogram, health, ages
   end
   if touched then -- a line is a touch: last_active, the activity index, changed
     if not stamped then
-      call('HSET', key, 'last_active', stamp)
+      call('HSET', key, 'a', stamp)
     end
     fields = fields + 1
     scored[#scored + 1] = stamp
@@ -526,7 +524,7 @@ if queued_delta ~= 0 then
 end
 for k = 1, 9 do
   if age_sums[k] ~= 0 then
-    call('HINCRBY', KEYS[22], k, age_sums[k])
+    call('HINCRBY', KEYS[21], k, age_sums[k])
   end
 end
 call('HSET', KEYS[2], worker, given)
@@ -542,7 +540,7 @@ for _, old in ipairs(stale) do
     call('ZREM', KEYS[3], old)
   end
 end
-if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[19]) == 1 then
+if call('EXISTS', KEYS[7]) == 1 or call('EXISTS', KEYS[18]) == 1 then
   call('ZADD', KEYS[6], now_ms + ttl, worker)
 else
   call('ZREM', KEYS[6], worker)

@@ -153,7 +153,6 @@ def seal(
         shard.health_meta,
         shard.health_events,
         shard.series_minutes,
-        shard.series_base,
         shard.series_closed,
         shard.lease_ages(worker_id),
         shard.qshape,

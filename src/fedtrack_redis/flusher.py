@@ -11,7 +11,8 @@ second) every Flusher, leader or standby:
 * releases expired queue leases (`leases.reap_expired_leases`);
 * if standby, tries to take the lock (sleeping until its TTL runs out, not longer);
 * if leader: adopts legacy markers, hydrates shards whose marker is missing (one
-  hydrator for the cluster, so a Redis that came back empty is refilled once), and when
+  hydrator for the cluster, so a Redis that came back empty is refilled once; after an
+  upgrade of the key schema only once the old shard is retired, `upgrade`), and when
   the interval has passed, flushes.
 
 A flush closes every shard's flush epoch (`snapshot.EpochReader`: the domains changed
@@ -65,6 +66,7 @@ from .series import SeriesCloser
 from .snapshot import EpochLostError, EpochReader
 from .store import migrate
 from .store import stats as store
+from .upgrade import PreviousSchema
 
 log = logging.getLogger("fedtrack_redis.flusher")
 
@@ -106,6 +108,7 @@ class Flusher:
         self._epochs: EpochReader | None = None
         self._policy: PolicyRedis | None = None
         self._series: SeriesCloser | None = None
+        self._previous: PreviousSchema | None = None
         self._policy_lagging: list[int | None] = [None]
         self._election: Election | None = None
         self._migrated = False
@@ -342,7 +345,12 @@ class Flusher:
                     log.info(
                         "shard %02d: legacy marker adopted by database %s", shard, self._database_id
                     )
+        if self._previous is None:
+            self._previous = PreviousSchema(engine, self._scripts, self.keys)
         missing = [shard for shard, value in values.items() if value is None]
+        if missing:
+            missing = self._previous.hydratable(missing, self._database_id)
+        self._previous.drop_some()
         if not missing:
             return
         log.warning("shards %s lost their data: hydrating them from the database", missing)

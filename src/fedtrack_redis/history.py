@@ -4,13 +4,14 @@ counters, and the operators' watch list.
 Where the buckets come from, written by push.lua inside its at-most-once apply (so every
 sum is exact, G13):
 
-* cluster-wide, each shard's 1-minute and 5-minute buckets (``series:m1``/``series:m5``,
-  kept a few hours); the flusher leader adds finished buckets of all shards into one
-  namespace-level hash per width (`series.SeriesCloser`), kept 48 hours / 7 days;
-* per domain, its counters before its first write in the current 5-minute bucket
-  (``series:base``): the open bucket is the live counters minus that base; a finished
-  bucket waits in ``series:closed`` (or as its base) until the leader keeps it in the
-  domain's own sorted set ``s:<domain>`` (the caps) or drops it.
+* cluster-wide, each shard's 1-minute buckets (``series:m1``, kept three hours; a
+  5-minute bucket is the sum of its minutes); the flusher leader adds finished buckets of
+  all shards into one namespace-level hash per width (`series.SeriesCloser`), kept 48
+  hours / 7 days;
+* per domain, its counters before its first write in the current 5-minute bucket (the
+  `BASE_FIELD` of its own hash): the open bucket is the live counters minus that base; a
+  finished bucket waits in ``series:closed`` (or as its base) until the leader keeps it
+  in the domain's day string ``s:<domain>:<day>`` (the caps) or drops it.
 
 A read costs O(buckets), never O(domains): one HMGET of the namespace hash plus, for the
 buckets the leader has not added yet, one HMGET per shard (a pipeline per node); a domain
@@ -32,11 +33,14 @@ from .domain import normalize_domain
 from .engine import RedisEngine
 from .errors import BackendUnavailableError, InvalidWindowError
 from .keys import NamespaceKeys, ShardKeys
-from .stats import COUNTER_FIELDS
+from .stats import COUNTER_FIELDS, COUNTER_HASH_FIELDS
 
 #: The nine event counters of a bucket (the `queued_messages` gauge is not one), in the
 #: order push.lua numbers them 1-9.
 COUNTERS: tuple[str, ...] = COUNTER_FIELDS
+#: The domain hash's field holding its history base: ``<bucket>|<nine counters>``, its
+#: counters just before its first write in that 5-minute bucket (push.lua).
+BASE_FIELD = "B"
 MINUTE, FIVE, DAY = 60, 300, 86_400
 #: Windows by name, in seconds.
 WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
@@ -277,8 +281,7 @@ def domain_history(
                 entry = known[key]
                 pipe.strlen(key)
                 pipe.getrange(key, entry[0] if entry else 0, -1)
-            pipe.hget(shard.series_base, name)
-            pipe.hmget(shard.domain(name), list(COUNTERS))
+            pipe.hmget(shard.domain(name), [BASE_FIELD, *COUNTER_HASH_FIELDS])
             if waiting:
                 pipe.hmget(shard.series_closed, waiting)
             replies = pipe.execute()
@@ -288,10 +291,10 @@ def domain_history(
         }
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"reading the history of {name}: {exc}") from exc
-    based, live = replies[2 * len(days) : 2 * len(days) + 2]
+    based, *live = replies[2 * len(days)]
     extra: dict[int, list[int]] = {}
     if waiting:
-        for index, text in enumerate(replies[2 * len(days) + 2]):
+        for index, text in enumerate(replies[2 * len(days) + 1]):
             if text:
                 extra[swept + 1 + index] = parse_counts(str(text))
     if based:

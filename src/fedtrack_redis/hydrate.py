@@ -47,6 +47,7 @@ from .errors import BackendUnavailableError, FedtrackError
 from .identity import IdentityGuard, read_database_id
 from .keys import SHARDS, NamespaceKeys, ShardKeys, shard_of
 from .scripts import REDIRECTS, Scripts
+from .stats import FIELD_OF
 from .store import migrate
 from .store import stats as store
 from .store.schema import COUNTER_COLUMNS
@@ -64,10 +65,10 @@ MAX_ATTEMPTS = 5
 
 #: Chunks sent together; one such batch is in flight while the next is built.
 CHUNKS_PER_BATCH = 4
-#: (position in a stats line, field) of the counters restored: all but
-#: ``queued_messages``, a gauge that live workers re-assert.
+#: (position in a stats line, the shard totals' field, the domain hash's field) of the
+#: counters restored: all but ``queued_messages``, a gauge that live workers re-assert.
 _RESTORED = [
-    (position, name)
+    (position, name, FIELD_OF[name])
     for position, name in enumerate(COUNTER_COLUMNS, start=1)
     if name != "queued_messages"
 ]
@@ -175,22 +176,37 @@ def clear_namespace(engine: RedisEngine, keys: NamespaceKeys, *, page: int = 250
     for shard in keys.shards:
         client = engine.node_for(shard.base)
         while True:
-            domains = client.zrange(shard.active, 0, page - 1)
+            count, domains = delete_domains(client, shard, page)
+            deleted += count
             if not domains:
                 break
-            with client.pipeline(transaction=False) as pipe:
-                pipe.unlink(*(shard.domain(str(domain)) for domain in domains))
-                pipe.zrem(shard.active, *domains)
-                deleted += int(pipe.execute()[0])
-        workers = client.zrange(shard.leases, 0, -1)
-        if workers:
-            deleted += int(client.unlink(*(shard.lease(str(worker)) for worker in workers)))
-            deleted += int(client.unlink(*(shard.lease_ages(str(worker)) for worker in workers)))
+        deleted += delete_leases(client, shard)
         deleted += int(client.unlink(*shard.fixed()))
     policy = engine.node_for(keys.policy_meta)
     deleted += int(policy.unlink(keys.rules, keys.policy_meta))
     deleted += int(engine.node_for(keys.flusher_lock).unlink(keys.flusher_lock))
     return deleted
+
+
+def delete_domains(client: Any, shard: ShardKeys, count: int) -> tuple[int, int]:
+    """Delete the first `count` domains of the shard's activity index with their hashes;
+    (keys deleted, domains removed from the index: 0 once it is empty)."""
+    domains = client.zrange(shard.active, 0, count - 1)
+    if not domains:
+        return 0, 0
+    with client.pipeline(transaction=False) as pipe:
+        pipe.unlink(*(shard.domain(str(domain)) for domain in domains))
+        pipe.zrem(shard.active, *domains)
+        return int(pipe.execute()[0]), len(domains)
+
+
+def delete_leases(client: Any, shard: ShardKeys) -> int:
+    """Delete the lease hashes (and their ages) of every worker in the shard's lease index."""
+    workers = client.zrange(shard.leases, 0, -1)
+    if not workers:
+        return 0
+    deleted = int(client.unlink(*(shard.lease(str(worker)) for worker in workers)))
+    return deleted + int(client.unlink(*(shard.lease_ages(str(worker)) for worker in workers)))
 
 
 def _shard_list(shards: Iterable[int] | None) -> list[int]:
@@ -259,10 +275,10 @@ class _Summary:
         for parts, failures, slow in scored:
             domain = parts[0]
             fields: list[str] = []
-            for position, name in _RESTORED:
+            for position, name, hash_field in _RESTORED:
                 value = parts[position]
                 if value != "0":
-                    fields += (name, value)
+                    fields += (hash_field, value)
                     sums[name] = sums.get(name, 0) + int(value)
             if parts[-1]:
                 for item in parts[-1].split(","):

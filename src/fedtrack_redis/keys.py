@@ -28,7 +28,7 @@ from .errors import ConfigurationError
 
 #: Version of the key layout below. The shard count is part of it: changing `SHARDS`
 #: moves domains between shards and needs a new schema version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Number of shards per namespace (fixed by the schema version).
 SHARDS = 16
 PREFIX = "fedtrack"
@@ -61,20 +61,25 @@ def shard_of(domain: str) -> int:
 
 
 @cache
-def shard_tag(namespace: str, shard: int) -> str:
-    """The hash tag of one shard: ``<namespace>:<shard:02d>.<salt>`` with the smallest salt
-    whose Cluster slot falls in the shard's sixteenth of the slot space.
+def shard_tag(namespace: str, shard: int, schema: int = SCHEMA_VERSION) -> str:
+    """The hash tag of one shard: ``<namespace>:<shard:02d>:<salt>`` (schema version 2:
+    ``<namespace>:<shard:02d>.<salt>``) with the smallest salt whose Cluster slot falls in
+    the shard's sixteenth of the slot space. Each schema version has tags of its own, so
+    a new version starts on keys no earlier release writes (`upgrade`).
 
     A plain ``<namespace>:<shard>`` tag lands where CRC16 puts it: for the namespace
     ``fedtrack`` that is 8 of the 16 shards on the first master of an evenly split
     3-master cluster. With the salt, masters that split the slots evenly each carry
     `SHARDS` / masters shards (±1), whatever the namespace. About 16 tries per shard.
     """
+    if schema not in (2, SCHEMA_VERSION):
+        raise ValueError(f"no shard tags for key schema version {schema}")
     width = REDIS_CLUSTER_HASH_SLOTS // SHARDS
+    separator = "." if schema == 2 else ":"
     salt = 0
-    while key_slot(f"{namespace}:{shard:02d}.{salt}".encode()) // width != shard:
+    while key_slot(f"{namespace}:{shard:02d}{separator}{salt}".encode()) // width != shard:
         salt += 1
-    return f"{namespace}:{shard:02d}.{salt}"
+    return f"{namespace}:{shard:02d}{separator}{salt}"
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,16 @@ class ShardKeys:
 
     namespace: str
     shard: int
+    #: The key schema version whose tag the keys carry (2 only to retire those, `upgrade`).
+    schema: int = SCHEMA_VERSION
 
     @cached_property
     def base(self) -> str:
-        return f"{PREFIX}:{{{shard_tag(self.namespace, self.shard)}}}"
+        return f"{PREFIX}:{{{shard_tag(self.namespace, self.shard, self.schema)}}}"
 
     def domain(self, domain: str) -> str:
-        """Hash of one domain's counters (fields named as `ServerStat`'s JSON)."""
+        """Hash of one domain's counters (fields named by `stats.FIELD_OF`) and history
+        base (`history.BASE_FIELD`)."""
         return f"{self.base}:d:{domain}"
 
     @cached_property
@@ -213,25 +221,6 @@ class ShardKeys:
         return f"{self.base}:series:m1"
 
     @cached_property
-    def series_fives(self) -> str:
-        """Hash written by releases before the seen set was dropped (``last``: the shard's
-        5-minute bucket); named so that clearing a namespace removes it."""
-        return f"{self.base}:series:m5"
-
-    @cached_property
-    def series_base(self) -> str:
-        """Hash: domain → ``<bucket>|<nine counters>``: its counters just before its first
-        write in that 5-minute bucket (the bucket of its last write), until it is closed."""
-        return f"{self.base}:series:base"
-
-    @cached_property
-    def series_seen(self) -> str:
-        """Set written by releases before it was dropped (the hash keys of the domains
-        based in the shard's 5-minute bucket; a ``b<bucket>`` field of the domain's hash
-        says so now); named so that clearing a namespace removes it."""
-        return f"{self.base}:series:seen"
-
-    @cached_property
     def series_closed(self) -> str:
         """Hash: ``<bucket>|<domain>`` → the domain's nine counts in that finished 5-minute
         bucket, waiting for the flusher leader to keep them (caps) or drop them."""
@@ -295,14 +284,13 @@ class ShardKeys:
             self.health_meta,
             self.health_events,
             self.series_minutes,
-            self.series_fives,
-            self.series_base,
             self.series_closed,
-            self.series_seen,
             self.series_swept,
             self.qshape,
             self.qshape_top,
             self.qshape_total,
+            # written only under schema version 2's tags
+            *(f"{self.base}:series:{name}" for name in ("base", "seen", "m5") if self.schema == 2),
         )
 
 
@@ -311,13 +299,16 @@ class NamespaceKeys:
     """Entry point: every key and channel of one namespace."""
 
     namespace: str
+    #: The key schema version of the shard keys (2 only to retire those, `upgrade`); the
+    #: namespace-level keys (policy, history, flusher lock) are the same in both.
+    schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
 
     @cached_property
     def shards(self) -> tuple[ShardKeys, ...]:
-        return tuple(ShardKeys(self.namespace, index) for index in range(SHARDS))
+        return tuple(ShardKeys(self.namespace, index, self.schema) for index in range(SHARDS))
 
     def shard_for(self, domain: str) -> ShardKeys:
         return self.shards[shard_of(domain)]

@@ -36,6 +36,24 @@ COUNTER_FIELDS: tuple[str, ...] = (
 HASH_FIELDS: tuple[str, ...] = ("queued_messages", *COUNTER_FIELDS, "last_active")
 #: The JSON names of `ServerStat` (docs/redis-keys.md), in order.
 JSON_FIELDS: tuple[str, ...] = ("domain", *HASH_FIELDS)
+#: The domain hash's field of each of `HASH_FIELDS` (key schema version 3): one or two
+#: letters, because a domain's hash is the largest part of its memory in Redis and the
+#: long names were a third of it (docs/redis-keys.md). Shard totals keep the long names.
+FIELD_OF: dict[str, str] = {
+    "queued_messages": "q",
+    "failed_http": "fh",
+    "failed_https": "fs",
+    "failed_smtp": "fm",
+    "success_http": "sh",
+    "success_https": "ss",
+    "success_smtp": "sm",
+    "successful_deliveries": "d",
+    "inbound_deliveries": "i",
+    "total_latency_ms": "l",
+    "last_active": "a",
+}
+#: The hash fields of `COUNTER_FIELDS`, in the same order.
+COUNTER_HASH_FIELDS: tuple[str, ...] = tuple(FIELD_OF[name] for name in COUNTER_FIELDS)
 
 PERCENTILES = (50, 95, 99)
 
@@ -127,8 +145,9 @@ class ServerStat:
 
     @classmethod
     def from_hash(cls, domain: str, fields: Mapping[str, str]) -> ServerStat:
-        """Build from a domain hash as ``HGETALL`` returns it (missing fields are 0)."""
-        values = {name: _int(fields, name) for name in HASH_FIELDS}
+        """Build from a domain hash as ``HGETALL`` returns it (fields named by `FIELD_OF`;
+        missing ones are 0)."""
+        values = {name: _int(fields, FIELD_OF[name]) for name in HASH_FIELDS}
         successes = values["successful_deliveries"]
         mean = values["total_latency_ms"] / successes if successes > 0 else 0.0
         buckets = histogram_of(fields)

@@ -89,7 +89,8 @@ def db_rehydrate(yes: bool) -> None:
 
     For when Redis was hydrated from the wrong database (a flusher says "database
     mismatch" on every tick): every key of the namespace goes, then the stats, acks and
-    the policy come back from the database given by FEDTRACK_DATABASE_URL.
+    the policy come back from the database given by FEDTRACK_DATABASE_URL. The shards of
+    the previous key schema are retired and deleted too, changes not flushed included.
     """
     from ..engine import RedisEngine
     from ..hydrate import clear_namespace, hydrate_shards
@@ -97,6 +98,8 @@ def db_rehydrate(yes: bool) -> None:
     from ..keys import NamespaceKeys
     from ..policy.sync import PolicyRedis, rebuild_redis
     from ..redact import redact_url
+    from ..scripts import Scripts
+    from ..upgrade import drop_retired, retire_previous
     from .rule_commands import confirm
 
     settings = current().settings
@@ -114,6 +117,9 @@ def db_rehydrate(yes: bool) -> None:
         guard = IdentityGuard(settings.namespace, pinned=settings.database_id, database_url=url)
         guard.check(identity)  # a pinned FEDTRACK_DATABASE_ID must agree
         deleted = clear_namespace(redis_engine, keys)
+        # the previous key schema's shards too, their changes not flushed included
+        retire_previous(Scripts(redis_engine), keys, identity, force=True)
+        deleted += drop_retired(redis_engine, keys, budget=None)
         restored = hydrate_shards(redis_engine, keys, database, guard=guard)
         rebuild_redis(database, PolicyRedis(redis_engine, keys), guard)
         say(

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from ..engine import RedisEngine
 from ..keys import NamespaceKeys, ShardKeys
-from ..stats import COUNTER_FIELDS
+from ..stats import COUNTER_FIELDS, FIELD_OF
 from ..store.schema import federation_health_events, federation_webhook_deliveries
 
 #: Stream entries read per shard per round.
@@ -31,8 +31,10 @@ def event_payload(shard: int, stream_id: str, fields: dict[str, str]) -> dict[st
     raw = fields.get("stats", "")
     parts = raw.split("\t") if raw else []
     counters = dict(zip(parts[::2], parts[1::2], strict=False))
-    stats: dict[str, Any] = {name: int(counters.get(name, 0) or 0) for name in COUNTER_FIELDS}
-    stats["queued_messages"] = int(counters.get("queued_messages", 0) or 0)
+    stats: dict[str, Any] = {
+        name: int(counters.get(FIELD_OF[name], 0) or 0)
+        for name in (*COUNTER_FIELDS, "queued_messages")
+    }
     count = int(fields.get("count", 0) or 0)
     since = int(fields.get("since", 0) or 0)
     upcoming = int(fields.get("next", 0) or 0)

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import FencedOutError
-from ..stats import MAX_BUCKET
+from ..stats import FIELD_OF, MAX_BUCKET
 from .schema import (
     COUNTER_COLUMNS,
     federation_flusher,
@@ -95,14 +95,15 @@ def parse_line(line: str) -> dict[str, Any]:
 #: What a domain hash's field is in a stats line: a counter's column (0..), ``last_active``
 #: (-1), or a latency bucket (`_BUCKET` + its number). One lookup per field.
 _BUCKET = 1000
-_FIELD_CODES: dict[str, int] = {name: index for index, name in enumerate(COUNTER_COLUMNS)}
-_FIELD_CODES["last_active"] = -1
+_FIELD_CODES: dict[str, int] = {FIELD_OF[name]: index for index, name in enumerate(COUNTER_COLUMNS)}
+_FIELD_CODES[FIELD_OF["last_active"]] = -1
 _FIELD_CODES.update({f"h{bucket}": _BUCKET + bucket for bucket in range(MAX_BUCKET + 1)})
 
 
 def line_from_hash(domain: str, fields: str) -> str:
-    """The stats line of a domain hash given as ``HGETALL`` joined by tabs (fields other
-    than the counters, ``last_active`` and ``h<bucket>`` are ignored)."""
+    """The stats line of a domain hash given as ``HGETALL`` joined by tabs (fields named
+    by `stats.FIELD_OF`; fields other than the counters, the last activity and
+    ``h<bucket>`` are ignored)."""
     parts = iter(fields.split("\t"))
     counters = ["0"] * len(COUNTER_COLUMNS)
     last_active = NULL

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from conftest import upgrade_schema
-from fedtrack_redis import FederationTracker, Flusher
+from fedtrack_redis import FederationTracker, Flusher, anomalies
 from fedtrack_redis.anomalies import Baseline, find_anomalies, indexed_anomalies
-from fedtrack_redis.chunk import TOP_SIZE
 from fedtrack_redis.engine import RedisEngine
 from fedtrack_redis.keys import NamespaceKeys
-from fedtrack_redis.reads import page, read_all, totals
+from fedtrack_redis.reads import page, read_all, top, totals
 from fedtrack_redis.stats import COUNTER_FIELDS, ServerStat
 
 ORDERS = {
@@ -104,54 +104,33 @@ def test_indexed_anomalies_equal_a_look_at_every_domain(
     assert indexed_anomalies(loaded, keys) == full
 
 
-def test_a_deep_page_of_a_top_list_is_refused(loaded: RedisEngine, namespace: str) -> None:
-    with pytest.raises(ValueError, match="1,000"):
-        page(loaded, NamespaceKeys(namespace), "failures", 100, TOP_SIZE)
-    with pytest.raises(ValueError, match="unknown order"):
-        page(loaded, NamespaceKeys(namespace), "bogus", 10, 0)
-
-
-def test_top_lists_stay_bounded(
-    redis_url: str,
-    redis_client: redis.Redis,
-    namespace: str,
-    sqlite_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+def test_anomaly_candidates_that_cannot_be_one_are_not_read(
+    loaded: RedisEngine, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fedtrack_redis import tops
-
-    monkeypatch.setattr(tops.TopRefresh.__init__, "__defaults__", (5,))
     keys = NamespaceKeys(namespace)
-    flusher = Flusher(redis_url, upgrade_schema(sqlite_url), namespace=namespace)
-    flusher.flush_once()
-    with FederationTracker(redis_url, namespace=namespace, push_interval=3600) as tracker:
-        for index in range(400):
-            tracker.record_failure(f"f{index}.example", "HTTP")
-            tracker.record_success(f"f{index}.example", index, "HTTP")
-        tracker.push()
-        assert flusher.flush_once() == 400
-        flusher.stop()
-        for shard in keys.shards:
-            assert redis_client.zcard(shard.top_failures) <= 5
-            assert redis_client.zcard(shard.top_latency) <= 5
-        # each shard keeps its slowest five: the global top five are among them
-        got, _total = page(redis_client, keys, "latency", 5, 0)
-        assert [s.domain for s in got] == [f"f{i}.example" for i in range(399, 394, -1)]
+    read: list[str] = []
+    real = anomalies.read_hashes
 
+    def counting(engine: RedisEngine, wanted: list[tuple[str, Any]]) -> list[ServerStat]:
+        read.extend(domain for domain, _shard in wanted)
+        return real(engine, wanted)
 
-def test_a_top_list_refresh_writes_changed_members_and_only_the_best_newcomers() -> None:
-    from fedtrack_redis.tops import _List
-
-    members = {"old.example": 2.0, "low.example": 1.0, "same.example": 3.0}
-    item = _List("top", members=members, lowest=1.0, full=False)
-    item.offer(
-        [f"n{index}.example" for index in range(1_000)], [index + 1.0 for index in range(1_000)]
-    )
-    # a member's new score is written however low; an unchanged one is not sent again
-    item.offer(["old.example", "same.example"], [0.5, 3.0])
-    written = item.to_write(size=10)
-    newcomers = sorted((d for d in written if d not in item.members), key=written.__getitem__)
-    assert newcomers == [f"n{index}.example" for index in range(990, 1_000)]
-    assert written["old.example"] == 0.5
-    assert "same.example" not in written
-    assert len(written) == 11
+    monkeypatch.setattr(anomalies, "read_hashes", counting)
+    # 2 candidates a shard, so that the lists do not hold every domain of the 300
+    monkeypatch.setattr(anomalies, "CANDIDATES", 2)
+    indexed_anomalies(loaded, keys)
+    assert anomalies.LEAST_SCORE == {"failures": 2, "latency": 0.0, "queued": 100.0}
+    depth = anomalies.CANDIDATES * len(keys.shards)
+    listed = {
+        order: top(loaded, keys, order, depth, anomalies.CANDIDATES)
+        for order in anomalies.LEAST_SCORE
+    }
+    wanted = {
+        domain
+        for order, entries in listed.items()
+        for domain, score, _shard in entries
+        if score >= anomalies.LEAST_SCORE[order]
+    }
+    every_candidate = {domain for entries in listed.values() for domain, _s, _sh in entries}
+    assert sorted(read) == sorted(wanted)
+    assert wanted < every_candidate  # fewer failing and queued domains needed reading

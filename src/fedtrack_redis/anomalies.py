@@ -9,6 +9,7 @@ answer as a look at every domain would (`tests/test_reads.py` compares the two).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,16 @@ LATENCY_FLOOR_MS = 1000.0
 BACKLOG_ALERT = 100
 #: Candidates taken from each shard's top list of each kind.
 CANDIDATES = 20
+#: The least top-list score a candidate needs to be an anomaly of that list's kind, so
+#: that `indexed_anomalies` reads no hash that cannot be one: a failure ratio is judged
+#: from `MIN_ATTEMPTS` attempts at the lowest ratio judged, so it takes that many failures
+#: (2); a backlog is `BACKLOG_ALERT` messages. A mean latency (the latency list's score)
+#: bounds no p95, so every latency candidate is read.
+LEAST_SCORE = {
+    "failures": math.ceil(MIN_ATTEMPTS * min(FAILURE_RATIO_ALERT, FAILURE_RATIO_FLOOR) - 1e-9),
+    "latency": 0.0,
+    "queued": float(BACKLOG_ALERT),
+}
 
 
 def failures(stat: ServerStat) -> int:
@@ -109,13 +120,14 @@ def find_anomalies(stats: Iterable[ServerStat], baseline: Baseline) -> list[Anom
 def indexed_anomalies(
     engine: RedisEngine, keys: NamespaceKeys, sums: Mapping[str, int] | None = None
 ) -> list[Anomaly]:
-    """`find_anomalies` over the candidates of the top lists: a bounded read, the same
-    at a million domains as at a hundred."""
+    """`find_anomalies` over the candidates of the top lists (those scored at least
+    `LEAST_SCORE`): a bounded read, the same at a million domains as at a hundred."""
     baseline = Baseline.from_totals(sums if sums is not None else totals(engine, keys))
     candidates: dict[str, tuple[str, ShardKeys]] = {}
     everyone = CANDIDATES * len(keys.shards)
-    for order in ("failures", "latency", "queued"):
-        for domain, _score, shard in top(engine, keys, order, everyone, CANDIDATES):
-            candidates.setdefault(domain, (domain, shard))
+    for order, least in LEAST_SCORE.items():
+        for domain, score, shard in top(engine, keys, order, everyone, CANDIDATES):
+            if score >= least:
+                candidates.setdefault(domain, (domain, shard))
     stats = read_hashes(engine, list(candidates.values()))
     return find_anomalies(stats, baseline)

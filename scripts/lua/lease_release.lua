@@ -17,7 +17,7 @@
 --
 -- Re-checks that the lease is still expired (a worker that pushed meanwhile renewed it),
 -- removes it from the zset (so only one caller ever releases it), subtracts each
--- contribution from the domain's queued_messages (never below 0; copying the hash into
+-- contribution from the domain's queued_messages (field q; never below 0; copying the hash into
 -- `snap` first while a flush epoch is closing, as push.lua does), keeps the shard's totals
 -- and top list of backlogs, marks those domains changed and deletes the lease hash.
 -- Returns 1 released; 0 nothing to do (no such lease, someone else released it, or it

@@ -24,7 +24,8 @@
 -- KEYS[19]   qshape    fedtrack:{<ns>:<SS>}:qshape           hash "<domain>|<column>" -> live workers' sum
 -- KEYS[20]   qshapetop fedtrack:{<ns>:<SS>}:qshape:top       zset domain -> queued_messages (T), when > 0
 -- KEYS[21]   qshapesum fedtrack:{<ns>:<SS>}:qshape:total     hash column index 1..9 -> the shard's sum
--- KEYS[21+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5]
+-- KEYS[21+i] the hash  fedtrack:{<ns>:<SS>}:d:<domain i> of the i-th domain of ARGV[5] (fields:
+--                      docs/redis-keys.md; B, its history base, see History below)
 -- ARGV[1]    worker id
 -- ARGV[2]    seq, strictly increasing per (worker, shard); applied only when > acks[worker]
 -- ARGV[3]    lease TTL in milliseconds
@@ -35,7 +36,7 @@
 --            optionally followed by "|<health>" and "|<ages>" (absent or empty: nothing):
 --   domain     the normalized domain (member of active/changed, field of the lease hash)
 --   queued     the worker's ABSOLUTE in-flight count for the domain, or "" when unchanged;
---              the difference with the lease hash is applied to queued_messages (never < 0)
+--              the difference with the lease hash is applied to queued_messages (field q, never < 0)
 --   counters   nine comma-separated non-negative deltas: failed_http, failed_https,
 --              failed_smtp, success_http, success_https, success_smtp,
 --              successful_deliveries, inbound_deliveries, total_latency_ms
